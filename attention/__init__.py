@@ -1,0 +1,14 @@
+"""yolov5-attention: attention blocks for YOLOv5 small-object detection on the ultralytics engine.
+
+``import attention`` registers every block and installs the parser hook, after which any
+ultralytics model YAML can name a block (``[-1, 1, CBAM, []]``) without a channel count.
+"""
+
+from attention.registry import AttentionConfigError, available, get, register
+from attention import blocks  # noqa: F401  (registers the built-in blocks)
+from attention.hook import install
+
+install()
+
+__all__ = ["AttentionConfigError", "available", "get", "register", "install"]
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""Efficient Channel Attention (Wang et al., CVPR 2020)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from attention.blocks import check_int
+from attention.registry import AttentionConfigError, register
+
+
+def eca_kernel_size(channels: int, b: float = 1, gamma: float = 2) -> int:
+    """The paper's adaptive kernel: int(|(log2(C) + b) / gamma|), bumped to the next odd number."""
+    k = int(abs((math.log2(channels) + b) / gamma))
+    return k if k % 2 else k + 1  # odd, so zero padding (k-1)//2 keeps the length C
+
+
+def _check_real(arg: str, value: object, positive: bool) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        kind = "a positive number" if positive else "a finite number"
+        raise AttentionConfigError(f"ECA: {arg} must be {kind}, got {value!r}")
+    return value
+
+
+@register
+class ECA(nn.Module):
+    """out = x * sigmoid(conv1d_k(GAP(x) as a length-C sequence)), k chosen from C; no bias."""
+
+    def __init__(self, c1: int, b: float = 1, gamma: float = 2) -> None:
+        super().__init__()
+        c1 = check_int("ECA", "c1 (input channels)", c1)
+        b = _check_real("b", b, positive=False)
+        gamma = _check_real("gamma", gamma, positive=True)
+        self.kernel_size = eca_kernel_size(c1, b, gamma)
+        # One 1-D conv shared by all channels: local cross-channel interaction, k weights in total.
+        self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=(self.kernel_size - 1) // 2, bias=False)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3))[:, None, :]  # (N, 1, C): channels as a sequence
+        s = self.gate(self.conv(s))[:, 0]  # (N, C)
+        return x * s[:, :, None, None]
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"

@@ -1,0 +1,30 @@
+"""Squeeze-and-Excitation (Hu et al., 2017)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attention.blocks import check_hidden, check_int
+from attention.registry import register
+
+
+@register
+class SE(nn.Module):
+    """out = x * sigmoid(fc2(relu(fc1(GAP(x))))), fc1: C -> C//ratio, fc2: C//ratio -> C, no bias."""
+
+    def __init__(self, c1: int, ratio: int = 16) -> None:
+        super().__init__()
+        c1 = check_int("SE", "c1 (input channels)", c1)
+        ratio = check_int("SE", "ratio", ratio)
+        hidden = check_hidden("SE", c1, ratio)
+        # The paper's excitation is two bias-free linear maps around a ReLU.
+        self.fc1 = nn.Linear(c1, hidden, bias=False)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, c1, bias=False)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3))  # squeeze: (N, C)
+        s = self.gate(self.fc2(self.act(self.fc1(s))))
+        return x * s[:, :, None, None]

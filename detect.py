@@ -1,0 +1,26 @@
+"""Detect objects: python detect.py --weights best.pt --source img.jpg|folder|'*.jpg'|video.mp4."""
+
+import argparse
+
+import attention.cli
+from attention.detection import detect
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--weights", required=True, help="checkpoint (.pt)")
+    p.add_argument("--source", required=True, help="image, folder, glob or video")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--conf-thres", type=float, default=0.25)
+    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--save-txt", action="store_true", help="save YOLO-format labels to NAME/labels")
+    p.add_argument("--save-conf", action="store_true", help="add confidences to --save-txt labels")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
+    p.add_argument("--project", default="runs/detect")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    attention.cli.run(detect, **vars(parse_opt()))

@@ -1,0 +1,177 @@
+"""train.py, val.py and detect.py end to end, as a user runs them, on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from attention.dataset import generate
+
+from conftest import REPO
+
+ENV = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run(script: str, *args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def data_yaml(root: Path, path: Path) -> Path:
+    cfg = {"path": str(root), "train": "images/train", "val": "images/val", "names": ["vehicle", "person", "boat"]}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    root = generate(tmp_path_factory.mktemp("data") / "tiny", n_train=16, n_val=8, imgsz=160, seed=1)
+    return data_yaml(root, root.parent / "tiny.yaml")
+
+
+TRAIN = ("--epochs", 1, "--img", 160, "--batch-size", 8, "--workers", 0)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data, tmp_path_factory) -> Path:
+    """A CBAM variant trained for one epoch by train.py: its run folder."""
+    work = tmp_path_factory.mktemp("work")
+    run("train.py", "--cfg", "yolov5n-cbam.yaml", "--data", tiny_data, *TRAIN, cwd=work)
+    return work / "runs" / "train" / "exp"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def test_train_writes_weights_results_and_plots(trained):
+    assert (trained / "weights" / "best.pt").stat().st_size > 1e6
+    assert (trained / "weights" / "last.pt").is_file()
+    rows = read_csv(trained / "results.csv")
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    for key in ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)"):
+        assert 0.0 <= float(rows[0][key]) <= 1.0
+    assert float(rows[0]["train/box_loss"]) > 0
+    assert list(trained.glob("*.jpg")) or list(trained.glob("*.png"))
+
+
+def test_checkpoint_with_blocks_reloads_in_a_fresh_process(trained):
+    code = (
+        "import attention, torch; from ultralytics import YOLO; "
+        f"m = YOLO(r'{trained / 'weights' / 'best.pt'}'); "
+        "blocks = [x for x in m.model.modules() if type(x) is attention.get('CBAM')]; "
+        "assert len(blocks) == 3, blocks; "
+        "r = m.predict(torch.zeros(1, 3, 160, 160), verbose=False); print('ok', len(r))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0 and "ok 1" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_val_scores_per_class_and_overall(trained, tiny_data, tmp_path):
+    proc = run("val.py", "--weights", trained / "weights" / "best.pt", "--data", tiny_data, "--img", 160, cwd=tmp_path)
+    rows = read_csv(tmp_path / "runs" / "val" / "exp" / "results.csv")
+    assert [r["class"] for r in rows] [0] == "all"
+    assert {r["class"] for r in rows[1:]} <= {"vehicle", "person", "boat"} and len(rows) >= 2
+    for r in rows:
+        assert all(0.0 <= float(r[k]) <= 1.0 for k in ("P", "R", "mAP50", "mAP50-95"))
+        assert float(r["mAP50-95"]) <= float(r["mAP50"]) + 1e-9
+    assert "mAP50-95" in proc.stdout and (tmp_path / "runs" / "val" / "exp" / "results.md").is_file()
+
+
+def test_detect_on_a_folder_saves_images_and_labels(trained, tiny_data, tmp_path):
+    images = Path(yaml.safe_load(tiny_data.read_text())["path"]) / "images" / "val"
+    run("detect.py", "--weights", trained / "weights" / "best.pt", "--source", images, "--img", 160,
+        "--conf-thres", 0.001, "--save-txt", "--save-conf", cwd=tmp_path)
+    out = tmp_path / "runs" / "detect" / "exp"
+    assert sorted(p.name for p in out.glob("*.jpg")) == sorted(p.name for p in images.glob("*.jpg"))
+    labels = list((out / "labels").glob("*.txt"))
+    assert labels, "an untrained-ish model at conf 0.001 still finds boxes"
+    for line in labels[0].read_text().splitlines():
+        cls, *box, conf = line.split()
+        assert int(cls) in (0, 1, 2) and len(box) == 4 and all(0 <= float(v) <= 1 for v in box)
+        assert 0.001 <= float(conf) <= 1
+
+
+def test_detect_on_a_video(trained, tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (160, 160))
+    for k in range(4):
+        writer.write(np.full((160, 160, 3), 40 * k, np.uint8))
+    writer.release()
+    run("detect.py", "--weights", trained / "weights" / "best.pt", "--source", video, "--img", 160, cwd=tmp_path)
+    saved = [p for p in (tmp_path / "runs" / "detect" / "exp").iterdir() if p.suffix in {".mp4", ".avi"}]
+    assert saved and cv2.VideoCapture(str(saved[0])).get(cv2.CAP_PROP_FRAME_COUNT) == 4
+
+
+def test_several_cfgs_are_trained_alike_and_compared(tiny_data, tmp_path):
+    proc = run("train.py", "--cfg", "yolov5n.yaml", "yolov5n-se.yaml", "--data", tiny_data, *TRAIN, cwd=tmp_path)
+    exp = tmp_path / "runs" / "train" / "exp"
+    rows = read_csv(exp / "compare.csv")
+    assert [r["variant"] for r in rows] == ["yolov5n", "yolov5n-se"]
+    assert float(rows[1]["params(M)"]) > float(rows[0]["params(M)"])  # SE adds weights
+    assert (exp / "yolov5n" / "weights" / "best.pt").is_file() and (exp / "yolov5n-se" / "weights" / "best.pt").is_file()
+    assert "yolov5n-se" in proc.stdout and "mAP50-95" in proc.stdout
+
+
+def test_corrupt_image_and_malformed_label_are_skipped(tiny_data, tmp_path):
+    src = Path(yaml.safe_load(tiny_data.read_text())["path"])
+    root = tmp_path / "broken"
+    for sub in ("images", "labels"):
+        for split in ("train", "val"):
+            (root / sub / split).mkdir(parents=True)
+            for p in (src / sub / split).iterdir():
+                if p.suffix != ".cache":
+                    (root / sub / split / p.name).write_bytes(p.read_bytes())
+    images = sorted((root / "images" / "train").glob("*.jpg"))
+    images[0].write_bytes(b"this is not a jpeg")
+    (root / "labels" / "train" / f"{images[1].stem}.txt").write_text("0 0.5 0.5\nnot a label line\n")
+    proc = run("train.py", "--cfg", "yolov5n.yaml", "--data", data_yaml(root, tmp_path / "broken.yaml"),
+               *TRAIN, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert images[0].name in log and images[1].name in log  # each bad file is named in a warning
+    assert (tmp_path / "runs" / "train" / "exp" / "weights" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("train.py", ["--data", "missing.yaml"], "train.py: error: data YAML not found: missing.yaml"),
+        ("train.py", ["--cfg", "yolov5n-nope.yaml"], "train.py: error: model YAML not found: yolov5n-nope.yaml"),
+        ("train.py", ["--hyp", "nope.yaml"], "train.py: error: hyperparameter YAML not found: nope.yaml"),
+        ("val.py", ["--weights", "missing.pt"], "val.py: error: weights not found: missing.pt"),
+        ("detect.py", ["--weights", "missing.pt", "--source", "."], "detect.py: error: weights not found: missing.pt"),
+    ],
+)
+def test_missing_files_get_one_line_errors(tmp_path, script, args, message):
+    proc = run(script, *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("[-1, 1, CBM, []]", "unknown module 'CBM' (did you mean CBAM?); known attention blocks: CA, CBAM, ECA, SE"),
+        ("[-1, 1, CBAM, [8, 5]]", "CBAM[8, 5] cannot be built on 256 channels: CBAM: kernel must be 3 or 7, got 5"),
+    ],
+)
+def test_bad_model_yaml_names_the_row(tiny_data, tmp_path, row, message):
+    text = (REPO / "models" / "yolov5.yaml").read_text().replace("- [-1, 1, SPPF, [1024, 5]] # 9",
+                                                                 f"- {row}\n  - [-1, 1, SPPF, [1024, 5]]")
+    cfg = tmp_path / "yolov5n-bad.yaml"
+    cfg.write_text(text)
+    proc = run("train.py", "--cfg", cfg, "--data", tiny_data, *TRAIN, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"train.py: error: row 9 of {cfg}: {message}"), proc.stderr[-2000:]
