@@ -9,8 +9,8 @@ from attention.training import train
 
 def parse_opt(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--cfg", nargs="+", default=["yolov5n.yaml"],
-                   help="model YAML(s), e.g. yolov5s-cbam.yaml; several are trained alike and compared")
+    p.add_argument("--cfg", nargs="+", help="model YAML(s), e.g. yolov5s-cbam.yaml (default: yolov5n.yaml, or the "
+                   "architecture of --weights); several are trained alike and compared")
     p.add_argument("--weights", default="", help="initial weights (a .pt checkpoint), default: none")
     p.add_argument("--data", default=str(EMBEDDED_DATA), help="dataset YAML, default: the embedded tiny-objects set")
     p.add_argument("--hyp", default="", help="hyperparameter YAML, e.g. configs/hyp.small-objects.yaml")

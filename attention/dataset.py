@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 CLASSES: tuple[str, ...] = ("vehicle", "person", "boat")
-VERSION = 1  # bump whenever the drawing code changes, so stale caches are regenerated
+VERSION = 3  # bump whenever the drawing code changes, so stale caches are regenerated
 MARKER = ".generated.json"
 EMBEDDED_DATA: Path = Path(__file__).resolve().parents[1] / "data" / "tiny-objects.yaml"
 ENV_DATASETS = "ATTENTION_DATASETS"
@@ -178,13 +178,10 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
         f, ph = rng.uniform(20, 60), rng.uniform(0, 6.3)
         rip = np.sin((xx * math.cos(a := rng.uniform(0, 6.3)) + yy * math.sin(a)) * f + ph + 3 * _smooth_noise(rng, n, 6)[..., 0])
         img = base + 12 * rip[..., None] + 20 * (_smooth_noise(rng, n, 10) - 0.5)
-    elif kind == 3:  # fields: coarse Voronoi patches of crop colours with row stripes
+    elif kind == 3:  # fields: Voronoi patches of crop colours with row stripes
         k = int(rng.integers(4, 10))
         seeds, cols = rng.random((k, 2)), np.stack([_muted(rng, 0.5, 0.3, 0.75) for _ in range(k)])
-        g = 40
-        gy, gx = np.mgrid[0:g, 0:g] / g
-        lab = np.argmin((gx[..., None] - seeds[:, 0]) ** 2 + (gy[..., None] - seeds[:, 1]) ** 2, -1)
-        lab = cv2.resize(lab.astype(np.uint8), (n, n), interpolation=cv2.INTER_NEAREST)
+        lab = np.argmin((xx[..., None] - seeds[:, 0]) ** 2 + (yy[..., None] - seeds[:, 1]) ** 2, -1)
         img = cols[lab].astype(np.float32)
         stripes = np.sin((xx * math.cos(a := rng.uniform(0, 6.3)) + yy * math.sin(a)) * rng.uniform(80, 200))
         img += 10 * stripes[..., None] + 16 * (_smooth_noise(rng, n, 30) - 0.5)
@@ -200,14 +197,18 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _roads(rng: np.random.Generator, img: np.ndarray, n: int) -> None:
     """Asphalt bands with dashed lane marks (white/yellow dashes are look-alikes for the classes)."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     for _ in range(rng.integers(1, 4)):
         p = rng.uniform(0, n, 2)
         a = rng.uniform(0, np.pi)
         d = np.array([math.cos(a), math.sin(a)]) * n * 1.5
-        width = int(rng.integers(14, 40))
+        width = rng.uniform(14, 40)
         grey = float(rng.uniform(60, 110))
-        p0, p1 = tuple(int(v) for v in p - d), tuple(int(v) for v in p + d)
-        cv2.line(img, p0, p1, (grey, grey, grey + 4), width, cv2.LINE_AA)
+        # analytic coverage of the band gives smooth edges (thick cv2 lines come out jagged)
+        dist = np.abs((xx - p[0]) * -math.sin(a) + (yy - p[1]) * math.cos(a))
+        m = np.clip(width / 2 - dist + 0.5, 0, 1)[..., None]
+        img *= 1 - m
+        img += m * np.array([grey, grey, grey + 4], np.float32)
         dash = (250, 250, 245) if rng.random() < 0.6 else (235, 200, 40)
         step, on = rng.uniform(10, 22), rng.uniform(4, 9)
         u = d / np.linalg.norm(d)
@@ -239,11 +240,15 @@ def _decoy(rng: np.random.Generator, img: np.ndarray) -> None:
     cx, cy = rng.uniform(-5, n + 5, 2)
     angle = rng.uniform(0, 2 * np.pi)
     r = rng.random()
-    if r < 0.35:  # class shape in a non-class (muted) colour
+    if r < 0.15:  # near miss: class colours, but without the second-colour detail that makes the class
+        cls = int(rng.integers(len(_SHAPES)))
+        parts = _SHAPES[cls](rng)[:1]
+        size = rng.uniform(6, 24) / _FILL[cls]
+    elif r < 0.4:  # class shape in a non-class (muted) colour
         parts = _SHAPES[rng.integers(len(_SHAPES))](rng)
         parts = [(p, _muted(rng, 0.4, 0.2, 0.85)) for p, _ in parts]
         size = rng.uniform(6, 24)
-    elif r < 0.6:  # class colour on a shape no class has
+    elif r < 0.62:  # class colour on a shape no class has
         rgb = _jitter(rng, (_VEHICLE_RED, _PERSON_YELLOW, _BOAT_WHITE, _BOAT_BLUE)[rng.integers(4)])
         s = rng.integers(4)
         size = rng.uniform(7, 26)
@@ -256,7 +261,7 @@ def _decoy(rng: np.random.Generator, img: np.ndarray) -> None:
             parts = [(np.array([[-0.5, -0.45], [0.5, 0.0], [-0.5, 0.45]]), rgb)]
         else:  # plus sign
             parts = [(_rect(-0.5, -0.1, 0.5, 0.1), rgb), (_rect(-0.1, -0.5, 0.1, 0.5), rgb)]
-    elif r < 0.85:  # random blob, any colour
+    elif r < 0.86:  # random blob, any colour
         parts = [(_blob(rng), _muted(rng, 0.9, 0.1, 0.95))]
         size = rng.uniform(4, 40)
     else:  # random line
@@ -269,8 +274,8 @@ def _decoy(rng: np.random.Generator, img: np.ndarray) -> None:
 def _target_size(rng: np.random.Generator) -> float:
     """Target sqrt(box area) in native pixels: mostly COCO-small, a few medium."""
     r = rng.random()
-    if r < 0.12:
-        return rng.uniform(4.5, 8)
+    if r < 0.2:
+        return rng.uniform(4, 8)
     if r < 0.72:
         return rng.uniform(8, 16)
     if r < 0.95:
@@ -288,7 +293,7 @@ def _make_image(seed: int, split: str, index: int, imgsz: int, plain: bool = Fal
     n = imgsz
     img = np.zeros((n, n, 3), np.float32) if plain else _background(rng, n)
     if not plain:
-        for _ in range(rng.integers(4, 31)):
+        for _ in range(rng.integers(8, 41)):
             _decoy(rng, img)
     boxes: list[tuple[int, int, int, int, int]] = []
     for _ in range(rng.integers(3, 26)):
@@ -307,12 +312,12 @@ def _make_image(seed: int, split: str, index: int, imgsz: int, plain: bool = Fal
             if any(bx0 < b[3] + 1 and b[1] < bx1 + 1 and by0 < b[4] + 1 and b[2] < by1 + 1 for b in boxes):
                 continue  # labelled objects never touch, so each box holds one object
             # low-contrast objects: faded paint / haze
-            opacity = rng.uniform(0.55, 0.8) if rng.random() < 0.15 else 1.0
+            opacity = rng.uniform(0.55, 0.8) if rng.random() < 0.25 else 1.0
             box = _paste(img, col, alpha, x0, y0, opacity)
             if box is None:
                 continue
             boxes.append((cls, *box))
-            if not plain and size >= 8 and rng.random() < 0.12:
+            if not plain and size >= 8 and rng.random() < 0.2:
                 # partial occlusion by a canopy blob; the label keeps the whole object (amodal box)
                 d = rng.uniform(0, 2 * np.pi)
                 ocx, ocy = (bx0 + bx1) / 2 + 0.6 * size * math.cos(d), (by0 + by1) / 2 + 0.6 * size * math.sin(d)

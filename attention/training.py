@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import yaml
 from ultralytics import YOLO
+from ultralytics.utils.files import increment_path
 
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.paths import resolve_cfg, resolve_weights
@@ -46,7 +47,7 @@ def _freeze(freeze: Sequence[int] | None) -> int | list[int] | None:
 
 
 def train(
-    cfg: Sequence[str] = ("yolov5n.yaml",),
+    cfg: Sequence[str] | None = None,
     weights: str | None = None,
     data: str | Path = EMBEDDED_DATA,
     hyp: str | None = None,
@@ -70,7 +71,9 @@ def train(
         YOLO(ckpt).train(resume=True)
         return []
 
-    cfgs = [resolve_cfg(c) for c in cfg]
+    weights = resolve_weights(weights) if weights else None
+    # --weights alone fine-tunes that checkpoint's own architecture; --cfg builds one and loads into it.
+    cfgs = [resolve_cfg(c) for c in cfg] if cfg else [] if weights else [resolve_cfg("yolov5n.yaml")]
     settings = {
         **load_hyp(hyp),
         "data": prepare_data(data),
@@ -84,15 +87,12 @@ def train(
         "deterministic": True,
         "patience": patience,
     }
-    weights = resolve_weights(weights) if weights else None
     if len(cfgs) > 1:  # a comparison: every variant in one folder, runs/train/exp/<variant>
-        from ultralytics.utils.files import increment_path
-
         project, exist_ok = increment_path(project / name, exist_ok=exist_ok), True
     rows = []
-    for c in cfgs:
+    for c in cfgs or [weights]:
         model = YOLO(c)
-        if weights:
+        if weights and c != weights:
             model.load(weights)
         run_name = Path(c).stem if len(cfgs) > 1 else name
         start = time.perf_counter()

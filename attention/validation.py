@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ultralytics import YOLO
 
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.paths import resolve_weights
-from attention.report import METRIC_COLUMNS, format_table, write_table
+from attention.report import METRIC_COLUMNS, box_metrics, format_table, write_table
 
 
 def val(
@@ -30,8 +31,11 @@ def val(
     if task not in {"train", "val", "test"}:
         raise ValueError(f"--task must be train, val or test, got {task!r}")
     model = YOLO(resolve_weights(weights))
+    data = prepare_data(data)
+    if task not in yaml.safe_load(Path(data).read_text()):
+        raise ValueError(f"--task {task}: the data YAML {data} has no '{task}' split")
     metrics = model.val(
-        data=prepare_data(data),
+        data=data,
         imgsz=imgsz,
         batch=batch_size,
         conf=conf_thres,
@@ -43,12 +47,11 @@ def val(
         exist_ok=exist_ok,
         plots=True,
     )
-    box, names = metrics.box, metrics.names
-    rows = [{"class": "all", "images": int(metrics.seen) if hasattr(metrics, "seen") else "",
-             **dict(zip(METRIC_COLUMNS, (box.mp, box.mr, box.map50, box.map)))}]
+    box, names, instances = metrics.box, metrics.names, metrics.nt_per_class
+    rows = [{"class": "all", "instances": int(instances.sum()), **box_metrics(metrics)}]
     for i, c in enumerate(box.ap_class_index):
-        p, r, ap50, ap = box.class_result(i)
-        rows.append({"class": names[int(c)], "images": "", "P": p, "R": r, "mAP50": ap50, "mAP50-95": ap})
+        rows.append({"class": names[int(c)], "instances": int(instances[c]),
+                     **dict(zip(METRIC_COLUMNS, box.class_result(i)))})
     save_dir = Path(metrics.save_dir)
     write_table(rows, save_dir / "results")
     (save_dir / "results.json").write_text(json.dumps(rows, indent=2, default=float))

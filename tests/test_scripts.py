@@ -84,6 +84,7 @@ def test_val_scores_per_class_and_overall(trained, tiny_data, tmp_path):
     rows = read_csv(tmp_path / "runs" / "val" / "exp" / "results.csv")
     assert [r["class"] for r in rows] [0] == "all"
     assert {r["class"] for r in rows[1:]} <= {"vehicle", "person", "boat"} and len(rows) >= 2
+    assert int(rows[0]["instances"]) == sum(int(r["instances"]) for r in rows[1:]) > 0
     for r in rows:
         assert all(0.0 <= float(r[k]) <= 1.0 for k in ("P", "R", "mAP50", "mAP50-95"))
         assert float(r["mAP50-95"]) <= float(r["mAP50"]) + 1e-9
@@ -175,3 +176,40 @@ def test_bad_model_yaml_names_the_row(tiny_data, tmp_path, row, message):
     proc = run("train.py", "--cfg", cfg, "--data", tiny_data, *TRAIN, cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"train.py: error: row 9 of {cfg}: {message}"), proc.stderr[-2000:]
+
+
+def test_weights_alone_fine_tune_the_checkpoint_architecture(trained, tiny_data, tmp_path):
+    run("train.py", "--weights", trained / "weights" / "best.pt", "--data", tiny_data, *TRAIN, cwd=tmp_path)
+    code = ("import attention; from ultralytics import YOLO; "
+            f"m = YOLO(r'{tmp_path / 'runs' / 'train' / 'exp' / 'weights' / 'last.pt'}'); "
+            "print(sum(type(x) is attention.get('CBAM') for x in m.model.modules()))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == "3", proc.stderr[-2000:]
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tiny_data, tmp_path):
+    # Stop a 2-epoch run right after epoch 1 is saved, as a crash would, then --resume it.
+    code = f"""
+import attention
+from ultralytics import YOLO
+def crash(trainer):
+    if trainer.epoch == 0:
+        raise KeyboardInterrupt
+m = YOLO(r'{REPO / "models" / "yolov5n-se.yaml"}')
+m.add_callback('on_model_save', crash)
+m.train(data=r'{tiny_data}', epochs=2, imgsz=160, batch=8, workers=0, project=r'{tmp_path / "runs"}', name='exp')
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+    exp = tmp_path / "runs" / "exp"
+    assert len(read_csv(exp / "results.csv")) == 1
+    run("train.py", "--resume", exp / "weights" / "last.pt", cwd=tmp_path)
+    rows = read_csv(exp / "results.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_val_on_a_split_the_data_lacks(trained, tiny_data, tmp_path):
+    proc = run("val.py", "--weights", trained / "weights" / "best.pt", "--data", tiny_data, "--task", "test",
+               cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"val.py: error: --task test: the data YAML {tiny_data} has no 'test' split"

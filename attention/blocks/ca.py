@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attention.blocks import check_int
+from attention.blocks._checks import check_int
 from attention.registry import register
 
 

@@ -10,7 +10,7 @@ import numbers
 import torch
 from torch import nn
 
-from attention.blocks import check_hidden, check_int
+from attention.blocks._checks import check_hidden, check_int
 from attention.registry import AttentionConfigError, register
 
 

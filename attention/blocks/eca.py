@@ -8,7 +8,7 @@ import numbers
 import torch
 from torch import nn
 
-from attention.blocks import check_int
+from attention.blocks._checks import check_int
 from attention.registry import AttentionConfigError, register
 
 
