@@ -65,10 +65,14 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: float =
     return np.clip(c * rng.uniform(0.75, 1.12), 0, 255)
 
 
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """RGB in 0..255 from HSV in 0..1."""
+    return np.array(colorsys.hsv_to_rgb(h, s, v)) * 255
+
+
 def _muted(rng: np.random.Generator, smax: float = 0.45, vlo: float = 0.25, vhi: float = 0.8) -> np.ndarray:
     """Low-saturation colour: backgrounds and decoys stay apart from the saturated class colours."""
-    r, g, b = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.03, smax), rng.uniform(vlo, vhi))
-    return np.array([r, g, b]) * 255
+    return _hsv(rng.uniform(), rng.uniform(0.03, smax), rng.uniform(vlo, vhi))
 
 
 def _vehicle(rng: np.random.Generator) -> list[Part]:
@@ -108,7 +112,9 @@ _SHAPES = (_vehicle, _person, _boat)
 _FILL = (0.75, 0.85, 0.65)  # typical sqrt(box area) / long side, to turn a target size into a scale
 
 
-def _render(parts: list[Part], cx: float, cy: float, scale: float, angle: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _render(
+    parts: list[Part], cx: float, cy: float, scale: float, angle: float
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Rasterise unit polygons at (cx, cy) into an anti-aliased RGB patch, its alpha and top-left corner."""
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     polys = [poly @ rot.T * scale + (cx, cy) for poly, _ in parts]
@@ -130,7 +136,9 @@ def _render(parts: list[Part], cx: float, cy: float, scale: float, angle: float)
     return col, alpha, int(x0), int(y0)
 
 
-def _paste(img: np.ndarray, col: np.ndarray, alpha: np.ndarray, x0: int, y0: int, opacity: float = 1.0) -> tuple[int, int, int, int] | None:
+def _paste(
+    img: np.ndarray, col: np.ndarray, alpha: np.ndarray, x0: int, y0: int, opacity: float = 1.0
+) -> tuple[int, int, int, int] | None:
     """Alpha-blend a patch into img in place; return the pixel box (x0, y0, x1, y1) of what landed, if any."""
     H, W = img.shape[:2]
     ax0, ay0 = max(x0, 0), max(y0, 0)
@@ -174,9 +182,10 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
             img = img * (1 - m) + _muted(rng, 0.5, 0.3, 0.7) * m
         img += 24 * (_smooth_noise(rng, n, 40) - 0.5)
     elif kind == 2:  # water with ripples
-        base = np.array(colorsys.hsv_to_rgb(rng.uniform(0.45, 0.62), rng.uniform(0.25, 0.6), rng.uniform(0.25, 0.55))) * 255
+        base = _hsv(rng.uniform(0.45, 0.62), rng.uniform(0.25, 0.6), rng.uniform(0.25, 0.55))
         f, ph = rng.uniform(20, 60), rng.uniform(0, 6.3)
-        rip = np.sin((xx * math.cos(a := rng.uniform(0, 6.3)) + yy * math.sin(a)) * f + ph + 3 * _smooth_noise(rng, n, 6)[..., 0])
+        along = xx * math.cos(a := rng.uniform(0, 6.3)) + yy * math.sin(a)
+        rip = np.sin(along * f + ph + 3 * _smooth_noise(rng, n, 6)[..., 0])
         img = base + 12 * rip[..., None] + 20 * (_smooth_noise(rng, n, 10) - 0.5)
     elif kind == 3:  # fields: Voronoi patches of crop colours with row stripes
         k = int(rng.integers(4, 10))
@@ -286,7 +295,9 @@ def _target_size(rng: np.random.Generator) -> float:
 # ----------------------------------------------------------------------------- images
 
 
-def _make_image(seed: int, split: str, index: int, imgsz: int, plain: bool = False) -> tuple[np.ndarray, list[tuple[int, int, int, int, int]]]:
+def _make_image(
+    seed: int, split: str, index: int, imgsz: int, plain: bool = False
+) -> tuple[np.ndarray, list[tuple[int, int, int, int, int]]]:
     """Draw one image (uint8 RGB) and its labels (cls, x0, y0, x1, y1 in pixels); plain=True: objects on black only."""
     # per-image generator: any image can be drawn alone, in any order, by any worker
     rng = np.random.default_rng([seed, _SPLITS[split], index])
@@ -321,7 +332,7 @@ def _make_image(seed: int, split: str, index: int, imgsz: int, plain: bool = Fal
                 # partial occlusion by a canopy blob; the label keeps the whole object (amodal box)
                 d = rng.uniform(0, 2 * np.pi)
                 ocx, ocy = (bx0 + bx1) / 2 + 0.6 * size * math.cos(d), (by0 + by1) / 2 + 0.6 * size * math.sin(d)
-                green = np.array(colorsys.hsv_to_rgb(rng.uniform(0.2, 0.4), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.4))) * 255
+                green = _hsv(rng.uniform(0.2, 0.4), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.4))
                 oc, oa, ox, oy = _render([(_blob(rng, 11, 0.2), green)], ocx, ocy, size * 0.9, 0.0)
                 _paste(img, oc, oa, ox, oy)
             break
@@ -344,8 +355,8 @@ def _write_one(out: Path, seed: int, split: str, index: int, imgsz: int) -> None
     """Draw one image and write its JPEG and label file."""
     img, boxes = _make_image(seed, split, index, imgsz)
     # 4:4:4 chroma: default 4:2:0 would smear the colour of 5-pixel objects
-    ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95,
-                                                   cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    opts = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1], opts)
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for {split} image {index}")
     name = f"{split}_{index:05d}"
@@ -358,7 +369,8 @@ def _write_one(out: Path, seed: int, split: str, index: int, imgsz: int) -> None
 
 def _params(n_train: int, n_val: int, imgsz: int, seed: int) -> dict[str, Any]:
     """Everything the output depends on; stored in the marker and compared on reuse."""
-    return {"version": VERSION, "seed": seed, "n_train": n_train, "n_val": n_val, "imgsz": imgsz, "names": list(CLASSES)}
+    return {"version": VERSION, "seed": seed, "n_train": n_train, "n_val": n_val, "imgsz": imgsz,
+            "names": list(CLASSES)}
 
 
 def _is_cached(root: Path, params: dict[str, Any]) -> bool:
@@ -384,7 +396,9 @@ def _is_ours(root: Path) -> bool:
     return root.is_dir() and all(p.name in {"images", "labels", MARKER} or p.suffix == ".yaml" for p in root.iterdir())
 
 
-def generate(root: Path, n_train: int = 400, n_val: int = 100, imgsz: int = 320, seed: int = 0, workers: int | None = None) -> Path:
+def generate(
+    root: Path, n_train: int = 400, n_val: int = 100, imgsz: int = 320, seed: int = 0, workers: int | None = None
+) -> Path:
     """Write the synthetic dataset under root (reusing a matching cache) and return root."""
     root = Path(root).resolve()
     params = _params(int(n_train), int(n_val), int(imgsz), int(seed))
@@ -403,7 +417,8 @@ def generate(root: Path, n_train: int = 400, n_val: int = 100, imgsz: int = 320,
                 (tmp / sub / split).mkdir(parents=True)
         jobs = [(split, i) for split in _SPLITS for i in range(params[f"n_{split}"])]
         workers = min(4, os.cpu_count() or 1) if workers is None else max(1, workers)
-        # threads suffice: cv2 and numpy release the GIL for the heavy parts, and nothing needs pickling
+        # threads, not processes: drawing is partly GIL-bound so the gain is modest, but threads need no
+        # pickling or re-import of the package (which loads torch) and the default set takes ~10 s anyway
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda j: _write_one(tmp, params["seed"], j[0], j[1], params["imgsz"]), jobs))
         (tmp / MARKER).write_text(json.dumps(params, indent=1) + "\n")
@@ -441,6 +456,8 @@ def _load(path: Path) -> dict[str, Any]:
     missing = [k for k in ("names", "train", "val") if k not in cfg]
     if missing:
         raise ValueError(f"data YAML {path} lacks required key(s): {', '.join(missing)}")
+    if not isinstance(cfg["names"], (list, dict)) or not cfg["names"]:
+        raise ValueError(f"data YAML {path}: 'names' must be a non-empty list or mapping of class names")
     return cfg
 
 
@@ -458,7 +475,9 @@ def prepare_data(data: str | Path) -> str:
         if not cfg.get("path"):
             raise ValueError(f"data YAML {path}: 'generate' needs a 'path' to generate into")
         if len(cfg["names"]) != len(CLASSES):
-            raise ValueError(f"data YAML {path}: 'names' has {len(cfg['names'])} entries, the generator draws {len(CLASSES)} classes")
+            raise ValueError(
+                f"data YAML {path}: 'names' has {len(cfg['names'])} entries, the generator draws {len(CLASSES)} classes"
+            )
         rel = Path(str(cfg["path"])).expanduser()
         env = os.environ.get(ENV_DATASETS)
         root = Path(env).expanduser() / rel.name if env else path.parent / rel

@@ -20,6 +20,7 @@ import torch
 from ultralytics.nn import tasks
 from ultralytics.utils import LOGGER
 
+from attention.gate import INITS, IdentityGate
 from attention.registry import AttentionConfigError, available, get, is_registered
 
 # Local variables of parse_model our rows rely on; tests/test_hook.py fails loudly if they move.
@@ -56,7 +57,7 @@ def _builder(block: type) -> type:
     if block in _BUILDERS:
         return _BUILDERS[block]
 
-    def __new__(cls, ch, f, width, max_channels, where, *args):
+    def __new__(cls, ch, f, width, max_channels, where, init, *args):
         name = block.__name__
         c1 = ch[f]
         if args and _looks_like_channels(args[0], c1, width, max_channels):
@@ -66,12 +67,13 @@ def _builder(block: type) -> type:
             )
             args = args[1:]
         try:
-            return block(c1, *args)
+            built = block(c1, *args)
         except (TypeError, ValueError) as e:
             raise AttentionConfigError(
                 f"{where}: {name}{list(args)} cannot be built on {c1} channels: {e}. "
                 f"Attention rows take no channel count: write {_how_to_write(block, f)}"
             ) from None
+        return IdentityGate(built) if init == "identity" else built
 
     # Same printed name as the block, so the parser's summary shows e.g. attention.blocks.cbam.CBAM.
     b = type(block.__name__, (torch.nn.Module,), {"__new__": __new__, "__module__": block.__module__})
@@ -95,6 +97,9 @@ def _rewrite(d: dict) -> dict:
     """A copy of the model dict whose attention rows call our builders with the parser's channels."""
     d = dict(d)
     width, max_channels = _scale(d)
+    init = d.get("attn_init", "paper")  # set by --attn-init; "identity" wraps every block in an IdentityGate
+    if init not in INITS:
+        raise AttentionConfigError(f"{d.get('yaml_file')}: attn_init must be one of {', '.join(INITS)}, got {init!r}")
     rows, n_backbone = [], len(d.get("backbone") or [])
     for i, row in enumerate(list(d.get("backbone") or []) + list(d.get("head") or [])):
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
@@ -109,7 +114,7 @@ def _rewrite(d: dict) -> dict:
             alias = _ALIAS.format(m)
             vars(tasks)[alias] = _builder(get(m))
             # Strings are resolved by the parser: names of its locals, else Python literals.
-            row = [f, n, alias, [*PARSER_LOCALS, repr(_where(d, i)), *args]]
+            row = [f, n, alias, [*PARSER_LOCALS, repr(_where(d, i)), repr(init), *args]]
         elif not (m.startswith(("nn.", "torchvision.ops.")) or m in vars(tasks)):
             close = difflib.get_close_matches(m, available(), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

@@ -50,7 +50,8 @@ def test_deterministic(small, tmp_path):
     for rel in files:
         assert (small / rel).read_bytes() == (other / rel).read_bytes(), rel
     different = generate(tmp_path / "seed4", n_train=10, n_val=4, seed=4)
-    assert (different / "labels/train/train_00000.txt").read_text() != (small / "labels/train/train_00000.txt").read_text()
+    first = "labels/train/train_00000.txt"
+    assert (different / first).read_text() != (small / first).read_text()
 
 
 def test_labels_valid(small):
@@ -126,7 +127,13 @@ def test_prepare_data_missing(tmp_path):
 
 @pytest.mark.parametrize(
     "text, what",
-    [("train: a\nval: b\n", "names"), ("names: [a]\n", "train"), ("- a\n- b\n", "mapping"), ("names: [a\n", "malformed")],
+    [
+        ("train: a\nval: b\n", "names"),
+        ("names: [a]\n", "train"),
+        ("- a\n- b\n", "mapping"),
+        ("names: [a\n", "malformed"),
+        ("names: 3\ntrain: a\nval: b\n", "names"),
+    ],
 )
 def test_prepare_data_invalid(write_yaml, text, what):
     path = write_yaml("bad.yaml", text)
