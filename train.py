@@ -23,7 +23,9 @@ def parse_opt(argv=None):
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of incrementing it")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest or the given last.pt")
-    p.add_argument("--freeze", nargs="+", type=int, help="freeze the first N layers, or the listed layer indices")
+    p.add_argument("--freeze", nargs="+", help="'backbone', the first N layers, or the listed layer indices")
+    p.add_argument("--attn-init", default="paper", choices=["paper", "identity"],
+                   help="identity: inserted blocks start as exact identities, so the variant starts equal to --weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=100, help="epochs without improvement before stopping")
     return p.parse_args(argv)

@@ -16,7 +16,7 @@ def model_size(model: torch.nn.Module, imgsz: int) -> dict[str, float]:
     """Parameters (millions) and GFLOPs at imgsz of a DetectionModel."""
     return {
         "params(M)": sum(p.numel() for p in model.parameters()) / 1e6,
-        "GFLOPs": get_flops(model, imgsz),
+        f"GFLOPs@{imgsz}": get_flops(model, imgsz),
     }
 
 

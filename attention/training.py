@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 from ultralytics import YOLO
+from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.files import increment_path
 
 from attention.dataset import EMBEDDED_DATA, prepare_data
+from attention.gate import INITS
 from attention.paths import resolve_cfg, resolve_weights
 from attention.report import box_metrics, format_table, model_size, write_table
+from attention.transfer import TransferReport, transfer
 
 
 def load_hyp(hyp: str | Path | None) -> dict[str, Any]:
@@ -39,11 +42,36 @@ def latest_checkpoint(project: str | Path) -> str:
     return str(found[-1])
 
 
-def _freeze(freeze: Sequence[int] | None) -> int | list[int] | None:
-    """YOLOv5 semantics: one number freezes that many first layers; several name layer indices."""
+def freeze_layers(freeze: Sequence[int | str] | None, model_yaml: dict) -> int | list[int] | None:
+    """YOLOv5 semantics: one number freezes that many first layers, several name layer indices;
+    'backbone' freezes every backbone row of the model YAML."""
     if not freeze:
         return None
-    return freeze[0] if len(freeze) == 1 else list(freeze)
+    if list(freeze) == ["backbone"]:
+        return list(range(len(model_yaml["backbone"])))
+    try:
+        values = [int(x) for x in freeze]
+    except ValueError:
+        raise ValueError(f"--freeze takes 'backbone', a layer count or layer indices, got {' '.join(map(str, freeze))}")
+    return values[0] if len(values) == 1 else values
+
+
+def build(cfg: str, attn_init: str = "paper", nc: int | None = None) -> YOLO:
+    """YOLO(cfg) with nc classes, every attention block wrapped in an IdentityGate if attn_init is 'identity'.
+
+    Building at the dataset's nc lets a base trained on the same classes hand over its class head too.
+    """
+    model = YOLO(cfg)
+    if attn_init != "paper" or (nc and nc != model.model.yaml["nc"]):
+        # The trainer rebuilds the model from model.yaml, so both choices must live in that dict.
+        rebuilt = DetectionModel({**model.model.yaml, "attn_init": attn_init}, nc=nc, verbose=False)
+        rebuilt.args, rebuilt.task = model.model.args, model.model.task
+        model.model = rebuilt
+    return model
+
+
+def _save_report(report: TransferReport) -> Callable[[Any], None]:
+    return lambda trainer: report.write(trainer.save_dir)
 
 
 def train(
@@ -60,7 +88,8 @@ def train(
     name: str = "exp",
     exist_ok: bool = False,
     resume: bool | str = False,
-    freeze: Sequence[int] | None = None,
+    freeze: Sequence[int | str] | None = None,
+    attn_init: str = "paper",
     seed: int = 0,
     patience: int = 100,
 ) -> list[dict[str, Any]]:
@@ -71,32 +100,40 @@ def train(
         YOLO(ckpt).train(resume=True)
         return []
 
+    if attn_init not in INITS:
+        raise ValueError(f"--attn-init must be one of {', '.join(INITS)}, got {attn_init!r}")
     weights = resolve_weights(weights) if weights else None
+    if attn_init != "paper" and not weights:
+        raise ValueError(f"--attn-init {attn_init} makes a variant start as its base: it needs --weights")
     # --weights alone fine-tunes that checkpoint's own architecture; --cfg builds one and loads into it.
     cfgs = [resolve_cfg(c) for c in cfg] if cfg else [] if weights else [resolve_cfg("yolov5n.yaml")]
     settings = {
         **load_hyp(hyp),
-        "data": prepare_data(data),
+        "data": (data := prepare_data(data)),
         "epochs": epochs,
         "batch": batch_size,
         "imgsz": imgsz,
         "device": device,
         "workers": workers,
-        "freeze": _freeze(freeze),
         "seed": seed,
         "deterministic": True,
         "patience": patience,
     }
+    names = yaml.safe_load(Path(data).read_text())["names"]
     if len(cfgs) > 1:  # a comparison: every variant in one folder, runs/train/exp/<variant>
         project, exist_ok = increment_path(project / name, exist_ok=exist_ok), True
     rows = []
     for c in cfgs or [weights]:
-        model = YOLO(c)
-        if weights and c != weights:
-            model.load(weights)
+        model = build(c, attn_init, nc=len(names)) if c != weights else YOLO(c)
+        if c != weights and weights:
+            report = transfer(weights, model.model)
+            print(report.summary())
+            model.add_callback("on_pretrain_routine_start", _save_report(report))
+            model.load(model.model)  # the trainer starts from this model (ultralytics copies it by key)
         run_name = Path(c).stem if len(cfgs) > 1 else name
         start = time.perf_counter()
-        metrics = model.train(**settings, project=str(project), name=run_name, exist_ok=exist_ok)
+        metrics = model.train(**settings, freeze=freeze_layers(freeze, model.model.yaml), project=str(project),
+                              name=run_name, exist_ok=exist_ok)
         row = {"variant": Path(c).stem, **model_size(model.model, imgsz), **box_metrics(metrics)}
         row["train(s)"] = time.perf_counter() - start
         row["save_dir"] = str(model.trainer.save_dir)

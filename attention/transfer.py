@@ -64,10 +64,15 @@ class TransferReport:
         ]
         for t in self.layers:
             src = "new" if t.base is None else str(t.base)
-            note = "initialised" if t.base is None else (f"shape differs: {', '.join(t.skipped)}" if t.skipped else "")
+            more = f" and {len(t.skipped) - 3} more" if len(t.skipped) > 3 else ""
+            note = f"shape differs: {', '.join(t.skipped[:3])}{more}" if t.skipped else ""
+            if t.base is None and t.total:
+                note = "new: left as initialised"
             lines.append(f"{t.index:>5} {t.type:<12} {src:>9} {t.loaded:>4}/{t.total:<4}  {note}".rstrip())
         if self.unused:
             lines.append(f"base layers without a counterpart: {self.unused}")
+        if self.loaded < self.base_tensors / 2:
+            lines.append("most of the base did not fit: is it another scale (n/s/m/l/x) or another architecture?")
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> Path:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics must not look for the network in tests
 
@@ -26,3 +27,19 @@ def write_yaml(tmp_path):
         return path
 
     return write
+
+
+def data_yaml(root: Path, path: Path) -> Path:
+    """A data YAML for a generated dataset folder."""
+    cfg = {"path": str(root), "train": "images/train", "val": "images/val", "names": ["vehicle", "person", "boat"]}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """16 train and 8 val images of the embedded generator at 160 px: its data YAML."""
+    from attention.dataset import generate
+
+    root = generate(tmp_path_factory.mktemp("data") / "tiny", n_train=16, n_val=8, imgsz=160, seed=1)
+    return data_yaml(root, root.parent / "tiny.yaml")

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from attention.dataset import generate
-
-from conftest import REPO
+from conftest import REPO, data_yaml
 
 ENV = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -26,18 +24,6 @@ def run(script: str, *args, cwd: Path, check: bool = True) -> subprocess.Complet
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-def data_yaml(root: Path, path: Path) -> Path:
-    cfg = {"path": str(root), "train": "images/train", "val": "images/val", "names": ["vehicle", "person", "boat"]}
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    root = generate(tmp_path_factory.mktemp("data") / "tiny", n_train=16, n_val=8, imgsz=160, seed=1)
-    return data_yaml(root, root.parent / "tiny.yaml")
 
 
 TRAIN = ("--epochs", 1, "--img", 160, "--batch-size", 8, "--workers", 0)
