@@ -30,7 +30,8 @@ _BUILDERS: dict[type, type] = {}
 
 
 def _where(d: dict, i: int) -> str:
-    return f"row {i} of {d.get('yaml_file') or 'the model YAML'}"
+    scale = f" (scale {d['scale']})" if d.get("scale") and d.get("scales") else ""
+    return f"row {i} of {d.get('yaml_file') or 'the model YAML'}{scale}"
 
 
 def _how_to_write(block: type, f: int) -> str:

@@ -123,7 +123,7 @@ def test_unknown_block_names_the_row_and_lists_known_names(write_yaml):
     with pytest.raises(AttentionConfigError) as e:
         YOLO(str(path))
     msg = str(e.value)
-    assert msg.startswith(f"row 2 of {path}: unknown module 'CBM' (did you mean CBAM?); known attention blocks: ")
+    assert msg.startswith(f"row 2 of {path} (scale n): unknown module 'CBM' (did you mean CBAM?); known attention blocks: ")
     assert "CA, CBAM, ECA, SE" in msg
 
 
@@ -132,7 +132,7 @@ def test_wrong_block_arguments_say_how_to_write_the_row(write_yaml):
     with pytest.raises(AttentionConfigError) as e:
         YOLO(str(path))
     msg = str(e.value)
-    assert f"row 2 of {path}: CBAM[8, 5] cannot be built on 32 channels" in msg
+    assert f"row 2 of {path} (scale n): CBAM[8, 5] cannot be built on 32 channels" in msg
     assert "kernel must be 3 or 7, got 5" in msg
     assert msg.endswith("write [-1, 1, CBAM, []] or [-1, 1, CBAM, [ratio, kernel]] (defaults: ratio=8, kernel=7)")
 

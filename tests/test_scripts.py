@@ -161,7 +161,7 @@ def test_bad_model_yaml_names_the_row(tiny_data, tmp_path, row, message):
     cfg.write_text(text)
     proc = run("train.py", "--cfg", cfg, "--data", tiny_data, *TRAIN, cwd=tmp_path, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith(f"train.py: error: row 9 of {cfg}: {message}"), proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith(f"train.py: error: row 9 of {cfg} (scale n): {message}"), proc.stderr[-2000:]
 
 
 def test_weights_alone_fine_tune_the_checkpoint_architecture(trained, tiny_data, tmp_path):
