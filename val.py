@@ -1,4 +1,4 @@
-"""Score a checkpoint: python val.py --weights runs/train/exp/weights/best.pt [--data data/tiny-objects.yaml]."""
+"""Score checkpoints: python val.py --weights best.pt [more.pt ...] [--data data/tiny-objects.yaml] [--size-bins tiny]."""
 
 import argparse
 
@@ -9,7 +9,7 @@ from attention.validation import val
 
 def parse_opt(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--weights", required=True, help="checkpoint (.pt)")
+    p.add_argument("--weights", nargs="+", required=True, help="checkpoint(s); several are scored side by side")
     p.add_argument("--data", default=str(EMBEDDED_DATA), help="dataset YAML, default: the embedded tiny-objects set")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=32)
@@ -17,6 +17,9 @@ def parse_opt(argv=None):
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
     p.add_argument("--task", default="val", help="split to score: train, val or test")
+    p.add_argument("--size-bins", dest="size_bins_spec", default="coco",
+                   help="object-size bins for COCO AP: coco (small/medium/large), tiny (AI-TOD: very tiny 0-8, tiny "
+                   "8-16, small 16-32, medium 32+ px), or edges in px, e.g. 0,16,32,96,inf")
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -75,6 +76,26 @@ def test_val_scores_per_class_and_overall(trained, tiny_data, tmp_path):
         assert all(0.0 <= float(r[k]) <= 1.0 for k in ("P", "R", "mAP50", "mAP50-95"))
         assert float(r["mAP50-95"]) <= float(r["mAP50"]) + 1e-9
     assert "mAP50-95" in proc.stdout and (tmp_path / "runs" / "val" / "exp" / "results.md").is_file()
+    coco = json.loads((tmp_path / "runs" / "val" / "exp" / "results.json").read_text())["coco"]
+    assert set(coco) >= {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR"}
+    assert all(-1 <= v <= 1 for v in coco.values()) and coco["AP_large"] == -1  # no large objects in the set
+    assert "AP_small" in proc.stdout
+
+
+def test_val_compares_several_checkpoints_in_one_table(trained, tiny_data, tmp_path):
+    weights = [trained / "weights" / "best.pt", trained / "weights" / "last.pt"]
+    proc = run("val.py", "--weights", *weights, "--data", tiny_data, "--img", 160, "--size-bins", "tiny",
+               cwd=tmp_path)
+    exp = tmp_path / "runs" / "val" / "exp"
+    rows = read_csv(exp / "compare.csv")
+    assert [r["variant"] for r in rows] == ["yolov5n-cbam (exp/best)", "yolov5n-cbam (exp/last)"]
+    for r in rows:
+        assert float(r["latency(ms)"]) > 0 and float(r["params(M)"]) > 2
+        assert {"mAP50", "mAP50-95", "AP_very_tiny", "AP_tiny", "AP_small", "AP_medium"} <= set(r)
+    assert rows[0]["mAP50-95"] == rows[1]["mAP50-95"]  # best.pt and last.pt of a 1-epoch run are the same model
+    image = cv2.imread(str(exp / "compare.png"))
+    assert image is not None and image.shape[0] > 100 and image.std() > 0
+    assert (exp / "compare.md").read_text().startswith("| variant |") and "latency" in proc.stdout
 
 
 def test_detect_on_a_folder_saves_images_and_labels(trained, tiny_data, tmp_path):
