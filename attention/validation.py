@@ -57,9 +57,9 @@ def latency_ms(models: Sequence[torch.nn.Module], imgsz: int, device: torch.devi
     return [statistics.median(t) for t in times]
 
 
-def _score(model: YOLO, data: str, images: list[Path], names: list[str], bins: dict, task: str, save_dir: Path,
-           **val_args: Any) -> tuple[Any, dict[str, float]]:
-    """ultralytics' metrics and our COCO-by-size metrics for one model."""
+def score(model: YOLO, data: str, images: list[Path], names: list[str], bins: dict, task: str, save_dir: Path,
+          **val_args: Any) -> tuple[Any, dict[str, float]]:
+    """ultralytics' metrics and our COCO-by-size metrics for one model, saved in save_dir."""
     metrics = model.val(data=data, split=task, save_json=True, project=str(save_dir.parent), name=save_dir.name,
                         exist_ok=True, **val_args)
     pred_file = Path(metrics.save_dir) / "predictions.json"
@@ -96,7 +96,7 @@ def val(
 
     if len(paths) == 1:
         model = YOLO(paths[0])
-        metrics, coco = _score(model, data, images, names, bins, task, save_dir, **val_args)
+        metrics, coco = score(model, data, images, names, bins, task, save_dir, **val_args)
         box, instances = metrics.box, metrics.nt_per_class
         rows = [{"class": "all", "instances": int(instances.sum()), **box_metrics(metrics)}]
         for i, c in enumerate(box.ap_class_index):
@@ -116,7 +116,7 @@ def val(
     rows = []
     for k, (model, label) in enumerate(zip(models, labels)):
         print(f"[{k + 1}/{len(models)}] {label}")
-        metrics, coco = _score(model, data, images, names, bins, task, save_dir / f"{k}-{Path(paths[k]).stem}",
+        metrics, coco = score(model, data, images, names, bins, task, save_dir / f"{k}-{Path(paths[k]).stem}",
                                **val_args)
         rows.append({"variant": label, **model_size(model.model, imgsz), "latency(ms)": 0.0,
                      "mAP50": metrics.box.map50, "mAP50-95": metrics.box.map,

@@ -127,3 +127,21 @@ def test_coco_ap_agrees_with_ultralytics_map(tiny_data):
     ours = evaluate(gt, preds)
     assert 0.2 < ours["AP"] < 0.9  # a case with something to disagree about
     assert abs(ours["AP"] - ap.mean()) < 0.02 and abs(ours["AP50"] - ap[:, 0].mean()) < 0.02
+
+
+def test_dataset_size_report(tiny_data, tmp_path):
+    from attention.sizes import object_sizes, report
+
+    sizes = object_sizes(str(tiny_data))
+    cfg = yaml.safe_load(tiny_data.read_text())
+    for split in ("train", "val"):
+        labels = sorted((Path(cfg["path"]) / "labels" / split).glob("*.txt"))
+        rows = [line.split() for p in labels for line in p.read_text().splitlines()]
+        assert sum(len(s) for s in sizes[split].values()) == len(rows)
+        vehicle = sorted(np.sqrt(float(r[3]) * 160 * float(r[4]) * 160) for r in rows if r[0] == "0")
+        assert np.allclose(sorted(sizes[split]["vehicle"]), vehicle)
+    table = report(tiny_data, project=tmp_path, name="r")
+    val_all = next(r for r in table if r["split"] == "val" and r["class"] == "all")
+    shares = [float(val_all[b].rstrip("%")) for b in ("very tiny", "tiny", "small", "medium", "large")]
+    assert sum(shares) == pytest.approx(100, abs=0.3) and val_all["objects"] > 0
+    assert (tmp_path / "r" / "sizes.png").stat().st_size > 5000 and (tmp_path / "r" / "sizes.csv").is_file()
