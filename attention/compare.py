@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 from ultralytics import YOLO
 
 from attention.cli import run as run_cli
 from attention.coco import size_bins as parse_bins
+from attention.config import load_mapping
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.paths import resolve_cfg
 from attention.report import format_table, model_size, write_table
@@ -139,7 +139,7 @@ def summarize(cfgs: list[str], seeds: list[int], scores: dict, metric: str) -> l
     columns = [m for m in scores[(base, seeds[0])] if m not in ("params(M)",) and not m.startswith("GFLOPs")]
     if metric not in columns:
         raise ValueError(f"--metric {metric!r} is not among the scores: {', '.join(columns)}")
-    shown = [m for m in columns if m in ("mAP50", "mAP50-95", "AP50") or m.startswith("AP_")]
+    shown = [m for m in columns if m in ("mAP50", "mAP50-95") or m.startswith("AP_")]
     rows = []
     for c in cfgs:
         per_seed = [scores[(c, s)] for s in seeds]
@@ -183,11 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     settings: dict[str, Any] = {}
     if "experiment" in args:
         path = Path(args.pop("experiment"))
-        if not path.is_file():
-            raise FileNotFoundError(f"experiment YAML not found: {path}")
-        settings = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(settings, dict):
-            raise ValueError(f"experiment YAML {path} must be a mapping of setting: value")
+        settings = load_mapping(path, "experiment YAML")
         settings.setdefault("name", path.stem)
         unknown = set(settings) - set(compare.__code__.co_varnames[: compare.__code__.co_argcount])
         if unknown:

@@ -11,6 +11,7 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.files import increment_path
 
+from attention.config import load_mapping
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.gate import INITS
 from attention.paths import resolve_cfg, resolve_weights
@@ -20,18 +21,7 @@ from attention.transfer import TransferReport, transfer
 
 def load_hyp(hyp: str | Path | None) -> dict[str, Any]:
     """Hyperparameters from a YAML mapping (configs/hyp.*.yaml); ultralytics validates the keys."""
-    if not hyp:
-        return {}
-    path = Path(hyp)
-    if not path.is_file():
-        raise FileNotFoundError(f"hyperparameter YAML not found: {hyp}")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"hyperparameter YAML {hyp} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"hyperparameter YAML {hyp} must be a mapping of name: value")
-    return values
+    return load_mapping(hyp, "hyperparameter YAML") if hyp else {}
 
 
 def latest_checkpoint(project: str | Path) -> str:
