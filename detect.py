@@ -10,7 +10,8 @@ def parse_opt(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--weights", required=True, help="checkpoint (.pt)")
     p.add_argument("--source", required=True, help="image, folder, glob or video")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                   help="inference size (default 640; with --slice-size: the tile size)")
     p.add_argument("--conf-thres", type=float, default=0.25)
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--save-txt", action="store_true", help="save YOLO-format labels to NAME/labels")
@@ -19,6 +20,9 @@ def parse_opt(argv=None):
     p.add_argument("--project", default="runs/detect")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--slice-size", type=int, default=0,
+                   help="sliced inference (SAHI) with square tiles of this many pixels; 0: off")
+    p.add_argument("--slice-overlap", type=float, default=0.2, help="fraction of a tile shared with its neighbour")
     return p.parse_args(argv)
 
 

@@ -27,7 +27,7 @@ _SPLITS = {"train": 0, "val": 1}
 _SS = 4  # supersampling factor: sprites are a few pixels wide, so edges need anti-aliasing
 _SHIFT = 4  # fractional bits for cv2.fillPoly, keeps sub-pixel placement exact
 _ALPHA_CUT = 0.2  # coverage below this is dropped, so every drawn pixel lies inside its box
-_GEN_KEYS = {"seed", "n_train", "n_val", "imgsz"}
+_GEN_KEYS = {"seed", "n_train", "n_val", "imgsz", "width", "height"}
 
 # Signature colours (RGB) of the classes; decoys of the class shapes never use these hues.
 _VEHICLE_RED = (215, 35, 35)
@@ -63,6 +63,13 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: float =
     """Colour with per-channel and brightness jitter, so a class is a colour family, not one value."""
     c = np.asarray(rgb, np.float64) + rng.uniform(-amount, amount, 3)
     return np.clip(c * rng.uniform(0.75, 1.12), 0, 255)
+
+
+def _uniform_xy(rng: np.random.Generator, lo: float, hi_x: float, hi_y: float) -> np.ndarray:
+    """(x, y) uniform in [lo, hi_x) x [lo, hi_y); for a square the very same draw as rng.uniform(lo, hi, 2)."""
+    if hi_x == hi_y:
+        return rng.uniform(lo, hi_x, 2)
+    return rng.uniform((lo, lo), (hi_x, hi_y))
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -160,23 +167,26 @@ def _paste(
 # ----------------------------------------------------------------------------- backgrounds
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int, ch: int = 1) -> np.ndarray:
-    """Low-frequency noise in [0, 1] of shape (size, size, ch): cheap terrain-like texture."""
+def _smooth_noise(rng: np.random.Generator, size: int | tuple[int, int], cells: int, ch: int = 1) -> np.ndarray:
+    """Low-frequency noise in [0, 1] of shape (h, w, ch) (size: n or (h, w)): cheap terrain-like texture."""
+    h, w = (size, size) if isinstance(size, int) else size
     small = rng.random((cells, cells, ch)).astype(np.float32)
-    big = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
-    return np.clip(big.reshape(size, size, ch), 0, 1)
+    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(big.reshape(h, w, ch), 0, 1)
 
 
-def _background(rng: np.random.Generator, n: int) -> np.ndarray:
-    """One of several muted scene types, as float32 RGB."""
+def _background(rng: np.random.Generator, n: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """One of several muted scene types, as float32 RGB; n x n, or shape (h, w) with n its long side."""
     kind = rng.integers(6)
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    hw = shape or (n, n)
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float32) / n
+    n = hw if shape else n  # the size the noise and fill helpers draw at
     if kind == 0:  # gradient
         t = xx * math.cos(a := rng.uniform(0, 2 * np.pi)) + yy * math.sin(a)
         t = ((t - t.min()) / (t.max() - t.min() + 1e-6))[..., None]
         img = _muted(rng) * (1 - t) + _muted(rng) * t + 30 * (_smooth_noise(rng, n, 8) - 0.5)
     elif kind == 1:  # terrain: blend of two or three earthy colours
-        img = _muted(rng, 0.5, 0.3, 0.7) * np.ones((n, n, 3), np.float32)
+        img = _muted(rng, 0.5, 0.3, 0.7) * np.ones((*hw, 3), np.float32)
         for _ in range(rng.integers(1, 3)):
             m = np.clip((_smooth_noise(rng, n, rng.integers(3, 9)) - 0.5) * 4 + 0.5, 0, 1)
             img = img * (1 - m) + _muted(rng, 0.5, 0.3, 0.7) * m
@@ -195,20 +205,21 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
         stripes = np.sin((xx * math.cos(a := rng.uniform(0, 6.3)) + yy * math.sin(a)) * rng.uniform(80, 200))
         img += 10 * stripes[..., None] + 16 * (_smooth_noise(rng, n, 30) - 0.5)
     else:  # 4 road network, 5 city grid: drawn with cv2 on a terrain-ish base
-        img = _muted(rng, 0.35, 0.35, 0.7) * np.ones((n, n, 3), np.float32)
+        img = _muted(rng, 0.35, 0.35, 0.7) * np.ones((*hw, 3), np.float32)
         img += 30 * (_smooth_noise(rng, n, 6) - 0.5)
         if kind == 5:
-            _city(rng, img, n)
+            _city(rng, img, max(hw))
         else:
-            _roads(rng, img, n)
+            _roads(rng, img, max(hw))
     return np.clip(img, 0, 255).astype(np.float32)
 
 
 def _roads(rng: np.random.Generator, img: np.ndarray, n: int) -> None:
     """Asphalt bands with dashed lane marks (white/yellow dashes are look-alikes for the classes)."""
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for _ in range(rng.integers(1, 4)):
-        p = rng.uniform(0, n, 2)
+        p = _uniform_xy(rng, 0, w, h)
         a = rng.uniform(0, np.pi)
         d = np.array([math.cos(a), math.sin(a)]) * n * 1.5
         width = rng.uniform(14, 40)
@@ -231,8 +242,9 @@ def _city(rng: np.random.Generator, img: np.ndarray, n: int) -> None:
     step = int(rng.integers(40, 90))
     street = float(rng.uniform(70, 120))
     img[:] = street
-    for by in range(-int(rng.integers(0, step)), n, step):
-        for bx in range(-int(rng.integers(0, step)), n, step):
+    H, W = img.shape[:2]
+    for by in range(-int(rng.integers(0, step)), H, step):
+        for bx in range(-int(rng.integers(0, step)), W, step):
             cv2.rectangle(img, (bx + 4, by + 4), (bx + step - 5, by + step - 5), tuple(_muted(rng, 0.25).tolist()), -1)
             for _ in range(rng.integers(1, 5)):
                 w, h = rng.integers(8, max(10, step // 2), 2)
@@ -245,8 +257,8 @@ def _city(rng: np.random.Generator, img: np.ndarray, n: int) -> None:
 
 def _decoy(rng: np.random.Generator, img: np.ndarray) -> None:
     """Draw one unlabelled look-alike or clutter item somewhere in img."""
-    n = img.shape[0]
-    cx, cy = rng.uniform(-5, n + 5, 2)
+    h, w = img.shape[:2]
+    cx, cy = _uniform_xy(rng, -5, w + 5, h + 5)
     angle = rng.uniform(0, 2 * np.pi)
     r = rng.random()
     if r < 0.15:  # near miss: class colours, but without the second-colour detail that makes the class
@@ -295,30 +307,41 @@ def _target_size(rng: np.random.Generator) -> float:
 # ----------------------------------------------------------------------------- images
 
 
+def _counts(k: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """[low, high) of decoys and objects per image; k scales them with the image side (1 at 320 px)."""
+    return (round(8 * k), round(41 * k)), (round(3 * k), round(26 * k))
+
+
 def _make_image(
-    seed: int, split: str, index: int, imgsz: int, plain: bool = False
+    seed: int, split: str, index: int, imgsz: int, plain: bool = False, size: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int, int, int, int]]]:
-    """Draw one image (uint8 RGB) and its labels (cls, x0, y0, x1, y1 in pixels); plain=True: objects on black only."""
+    """Draw one image (uint8 RGB) and its labels (cls, x0, y0, x1, y1 in pixels); plain=True: objects on black only.
+
+    size=(width, height) draws a non-square (large) image instead of imgsz x imgsz, with object and
+    clutter counts scaled by sqrt(width * height) / 320; objects keep their native pixel sizes.
+    """
     # per-image generator: any image can be drawn alone, in any order, by any worker
     rng = np.random.default_rng([seed, _SPLITS[split], index])
-    n = imgsz
-    img = np.zeros((n, n, 3), np.float32) if plain else _background(rng, n)
+    w, h = size or (imgsz, imgsz)
+    n = max(w, h)
+    (d_lo, d_hi), (o_lo, o_hi) = _counts(math.sqrt(w * h) / 320 if size else 1.0)
+    img = np.zeros((h, w, 3), np.float32) if plain else _background(rng, n, (h, w) if size else None)
     if not plain:
-        for _ in range(rng.integers(8, 41)):
+        for _ in range(rng.integers(d_lo, d_hi)):
             _decoy(rng, img)
     boxes: list[tuple[int, int, int, int, int]] = []
-    for _ in range(rng.integers(3, 26)):
+    for _ in range(rng.integers(o_lo, o_hi)):
         for _try in range(20):
             cls = int(rng.integers(len(CLASSES)))
             size = _target_size(rng)
             parts = _SHAPES[cls](rng)
-            cx, cy = rng.uniform(-0.2 * size, n + 0.2 * size, 2)  # a few objects are cut by the border
+            cx, cy = _uniform_xy(rng, -0.2 * size, w + 0.2 * size, h + 0.2 * size)  # a few are cut by the border
             col, alpha, x0, y0 = _render(parts, cx, cy, size / _FILL[cls], rng.uniform(0, 2 * np.pi))
             full = (alpha > 0).sum()
             ys, xs = np.nonzero(alpha)
             bx0, by0, bx1, by1 = x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1
-            vis = alpha[max(0, -y0) : n - y0, max(0, -x0) : n - x0]
-            if (vis > 0).sum() < 0.6 * full or min(bx1, n) - max(bx0, 0) < 3 or min(by1, n) - max(by0, 0) < 3:
+            vis = alpha[max(0, -y0) : h - y0, max(0, -x0) : w - x0]
+            if (vis > 0).sum() < 0.6 * full or min(bx1, w) - max(bx0, 0) < 3 or min(by1, h) - max(by0, 0) < 3:
                 continue  # mostly outside the image: unfair to label
             if any(bx0 < b[3] + 1 and b[1] < bx1 + 1 and by0 < b[4] + 1 and b[2] < by1 + 1 for b in boxes):
                 continue  # labelled objects never touch, so each box holds one object
@@ -342,18 +365,19 @@ def _make_image(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), boxes
 
 
-def _label_text(boxes: list[tuple[int, int, int, int, int]], n: int) -> str:
-    """YOLO label lines: class cx cy w h, normalised, 6 decimals."""
+def _label_text(boxes: list[tuple[int, int, int, int, int]], n: int, height: int | None = None) -> str:
+    """YOLO label lines: class cx cy w h, normalised (to n x n, or n wide and height high), 6 decimals."""
     lines = []
+    W, H = n, height or n
     for cls, x0, y0, x1, y1 in boxes:
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, n), min(y1, n)
-        lines.append(f"{cls} {(x0 + x1) / 2 / n:.6f} {(y0 + y1) / 2 / n:.6f} {(x1 - x0) / n:.6f} {(y1 - y0) / n:.6f}")
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        lines.append(f"{cls} {(x0 + x1) / 2 / W:.6f} {(y0 + y1) / 2 / H:.6f} {(x1 - x0) / W:.6f} {(y1 - y0) / H:.6f}")
     return "\n".join(lines) + "\n"
 
 
-def _write_one(out: Path, seed: int, split: str, index: int, imgsz: int) -> None:
+def _write_one(out: Path, seed: int, split: str, index: int, imgsz: int, size: tuple[int, int] | None = None) -> None:
     """Draw one image and write its JPEG and label file."""
-    img, boxes = _make_image(seed, split, index, imgsz)
+    img, boxes = _make_image(seed, split, index, imgsz, size=size)
     # 4:4:4 chroma: default 4:2:0 would smear the colour of 5-pixel objects
     opts = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     ok, buf = cv2.imencode(".jpg", img[..., ::-1], opts)
@@ -361,16 +385,19 @@ def _write_one(out: Path, seed: int, split: str, index: int, imgsz: int) -> None
         raise RuntimeError(f"JPEG encoding failed for {split} image {index}")
     name = f"{split}_{index:05d}"
     (out / "images" / split / f"{name}.jpg").write_bytes(buf.tobytes())
-    (out / "labels" / split / f"{name}.txt").write_text(_label_text(boxes, imgsz))
+    (out / "labels" / split / f"{name}.txt").write_text(_label_text(boxes, *(size or (imgsz,))))
 
 
 # ----------------------------------------------------------------------------- generation and cache
 
 
-def _params(n_train: int, n_val: int, imgsz: int, seed: int) -> dict[str, Any]:
+def _params(n_train: int, n_val: int, imgsz: int, seed: int, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Everything the output depends on; stored in the marker and compared on reuse."""
-    return {"version": VERSION, "seed": seed, "n_train": n_train, "n_val": n_val, "imgsz": imgsz,
-            "names": list(CLASSES)}
+    params = {"version": VERSION, "seed": seed, "n_train": n_train, "n_val": n_val, "imgsz": imgsz,
+              "names": list(CLASSES)}
+    if size:  # large non-square variant; the square sets keep their marker as it was
+        params |= {"width": size[0], "height": size[1]}
+    return params
 
 
 def _is_cached(root: Path, params: dict[str, Any]) -> bool:
@@ -397,11 +424,23 @@ def _is_ours(root: Path) -> bool:
 
 
 def generate(
-    root: Path, n_train: int = 400, n_val: int = 100, imgsz: int = 320, seed: int = 0, workers: int | None = None
+    root: Path, n_train: int = 400, n_val: int = 100, imgsz: int = 320, seed: int = 0, workers: int | None = None,
+    width: int | None = None, height: int | None = None,
 ) -> Path:
-    """Write the synthetic dataset under root (reusing a matching cache) and return root."""
+    """Write the synthetic dataset under root (reusing a matching cache) and return root.
+
+    width and height (both, or neither) draw width x height images instead of imgsz x imgsz: the
+    large-image variant (data/tiny-objects-large.yaml), with as many objects and as much clutter per
+    image as its side length calls for (sqrt(width * height) / 320 times the square set's), all at
+    the same native pixel sizes, so most objects are tiny next to the image.
+    """
     root = Path(root).resolve()
-    params = _params(int(n_train), int(n_val), int(imgsz), int(seed))
+    if (width is None) != (height is None):
+        raise ValueError(f"give both width and height for a non-square dataset, got width={width}, height={height}")
+    size = (int(width), int(height)) if width is not None else None
+    if size and min(size) < 64:
+        raise ValueError(f"need width, height >= 64, got {width}, {height}")
+    params = _params(int(n_train), int(n_val), int(imgsz), int(seed), size)
     if _is_cached(root, params):
         return root
     if not _is_ours(root):
@@ -420,7 +459,7 @@ def generate(
         # threads, not processes: drawing is partly GIL-bound so the gain is modest, but threads need no
         # pickling or re-import of the package (which loads torch) and the default set takes ~10 s anyway
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda j: _write_one(tmp, params["seed"], j[0], j[1], params["imgsz"]), jobs))
+            list(pool.map(lambda j: _write_one(tmp, params["seed"], j[0], j[1], params["imgsz"], size), jobs))
         (tmp / MARKER).write_text(json.dumps(params, indent=1) + "\n")
         if root.exists():
             shutil.rmtree(root)
