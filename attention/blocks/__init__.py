@@ -1,4 +1,4 @@
-"""The built-in attention blocks; importing this package registers SE, ECA, CA and CBAM.
+"""The built-in attention blocks; importing this package registers every block (SE, ECA, CA, CBAM and the rest of the zoo).
 
 Every block is ``Block(c1, *hyper)``: input channels first, then the paper's hyperparameters,
 and returns a tensor shaped like its input.
@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from attention.blocks.ca import CA
 from attention.blocks.cbam import CBAM
+from attention.blocks.criss_cross import CrissCrossAttention
 from attention.blocks.eca import ECA
+from attention.blocks.gam import GAM
+from attention.blocks.mhsa import MHSA
+from attention.blocks.nam import NAMAttention
+from attention.blocks.s2mlp import S2Attention
 from attention.blocks.se import SE
+from attention.blocks.shuffle import ShuffleAttention
+from attention.blocks.simam import SimAM
+from attention.blocks.sk import SKAttention
+from attention.blocks.soca import SOCA
 
-__all__ = ["CA", "CBAM", "ECA", "SE"]
+__all__ = ["CA", "CBAM", "CrissCrossAttention", "ECA", "GAM", "MHSA", "NAMAttention", "S2Attention", "SE",
+           "SKAttention", "SOCA", "ShuffleAttention", "SimAM"]
