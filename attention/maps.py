@@ -172,7 +172,7 @@ def attention_maps(
 
     from ultralytics.utils.files import increment_path
 
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, sep="")  # exp, exp2, ...
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # exp, exp-2, ... like the scripts
     save_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, m, (kind, amap) in results:

@@ -87,7 +87,7 @@ def test_maps_for_ca_and_self_attention(tmp_path, image, ckpt, name, block, laye
     check_pngs(paths, layers, block)
     assert paths[0].parent == tmp_path / "maps" / "exp"
     again = attention_maps(YOLO(str(ckpt(name))).model, image, imgsz=160, project=tmp_path / "maps")
-    assert again[0].parent == tmp_path / "maps" / "exp2"  # runs/maps/exp, exp2, ... as the other scripts
+    assert again[0].parent == tmp_path / "maps" / "exp-2"  # runs/maps/exp, exp-2, ... as the other scripts
 
 
 def test_maps_see_through_the_identity_gate(tmp_path, image, ckpt):
