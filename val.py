@@ -11,7 +11,7 @@ def parse_opt(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--weights", nargs="+", required=True, help="checkpoint(s); several are scored side by side")
     p.add_argument("--data", default=str(EMBEDDED_DATA), help="dataset YAML, default: the embedded tiny-objects set")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, help="inference size (default 640; sliced: the tile size)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--conf-thres", type=float, default=0.001)
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
@@ -20,6 +20,8 @@ def parse_opt(argv=None):
     p.add_argument("--size-bins", dest="size_bins_spec", default="coco",
                    help="object-size bins for COCO AP: coco (small/medium/large), tiny (AI-TOD: very tiny 0-8, tiny "
                    "8-16, small 16-32, medium 32+ px), or edges in px, e.g. 0,16,32,96,inf")
+    p.add_argument("--slice-size", type=int, default=0, help="score sliced inference with tiles of this size (0: off)")
+    p.add_argument("--slice-overlap", type=float, default=0.2, help="tile overlap ratio for --slice-size")
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")

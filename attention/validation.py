@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
+from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.utils.metrics import DetMetrics
 from ultralytics.utils.files import increment_path
 
-from attention.coco import evaluate, size_bins, split_images, yolo_to_coco
+from attention.coco import evaluate, image_id, size_bins, split_images, yolo_to_coco
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.paths import resolve_weights
 from attention.report import METRIC_COLUMNS, box_metrics, format_table, model_size, write_table
@@ -69,16 +72,55 @@ def score(model: YOLO, data: str, images: list[Path], names: list[str], bins: di
     return metrics, coco
 
 
+def sliced_score(model: YOLO, images: list[Path], names: list[str], bins: dict, save_dir: Path, slice_size: int,
+                 slice_overlap: float, imgsz: int | None, conf: float, iou: float, device: str | None,
+                 **_: Any) -> tuple[DetMetrics, dict[str, float]]:
+    """The same metrics as score(), from sliced inference (attention.slicing, on sahi) image by image.
+
+    Predictions are matched to labels and averaged by ultralytics' own validator and metrics code.
+    """
+    from attention.slicing import SlicedPredictor
+
+    predictor = SlicedPredictor(model, slice_size=slice_size, overlap=slice_overlap, imgsz=imgsz, conf=conf, iou=iou,
+                                device=device)
+    gt = yolo_to_coco(images, names)
+    boxes: dict[Any, list] = {im["id"]: [] for im in gt["images"]}
+    for a in gt["annotations"]:
+        boxes[a["image_id"]].append((a["category_id"] - 1, *a["bbox"]))
+    matcher, metrics = DetectionValidator(), DetMetrics(names=dict(enumerate(names)))
+    matcher.iouv = torch.linspace(0.5, 0.95, 10)
+    matcher.niou = matcher.iouv.numel()
+    dets = []
+    for path in (p for p in images if image_id(p) in boxes):
+        pred = predictor(path)
+        g = np.array(boxes[image_id(path)], dtype=np.float32).reshape(-1, 5)
+        labels = {"cls": torch.from_numpy(g[:, 0]), "bboxes": torch.from_numpy(np.c_[g[:, 1:3], g[:, 1:3] + g[:, 3:5]])}
+        found = {"cls": torch.from_numpy(pred.cls.astype(np.float32)), "bboxes": torch.from_numpy(pred.xyxy)}
+        metrics.update_stats({**matcher._process_batch(found, labels), "conf": pred.conf, "pred_cls": pred.cls,
+                              "target_cls": g[:, 0], "target_img": np.unique(g[:, 0]), "im_name": path.name})
+        dets += [{"image_id": image_id(path), "category_id": int(c) + 1, "score": float(sc),
+                  "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+                 for (x0, y0, x1, y1), sc, c in zip(pred.xyxy, pred.conf, pred.cls)]
+    save_dir.mkdir(parents=True, exist_ok=True)
+    metrics.process(save_dir=save_dir)
+    (save_dir / "predictions.json").write_text(json.dumps(dets))
+    coco = evaluate(gt, dets, bins)
+    (save_dir / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
+    return metrics, coco
+
+
 def val(
     weights: str | Sequence[str],
     data: str | Path = EMBEDDED_DATA,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     batch_size: int = 32,
     conf_thres: float = 0.001,
     iou_thres: float = 0.6,
     device: str | None = None,
     task: str = "val",
     size_bins_spec: str = "coco",
+    slice_size: int = 0,
+    slice_overlap: float = 0.2,
     project: str | Path = "runs/val",
     name: str = "exp",
     exist_ok: bool = False,
@@ -91,12 +133,18 @@ def val(
     cfg, images = load_split(data, task)
     names = [cfg["names"][i] for i in sorted(cfg["names"])]
     save_dir = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
+    tile_imgsz, imgsz = imgsz, imgsz or 640
+    if slice_size:  # the same table from sliced inference: tiles at native resolution unless --imgsz says otherwise
+        scorer = lambda model, data, images, names, bins, task, out, **_: sliced_score(
+            model, images, names, bins, out, slice_size, slice_overlap, tile_imgsz, conf_thres, iou_thres, device)
+    else:
+        scorer = score
     val_args = dict(imgsz=imgsz, batch=batch_size, conf=conf_thres, iou=iou_thres, device=device or None, plots=True)
     coco_cols = lambda c: {k: v for k, v in c.items() if k.startswith("AP_") or k in ("AP", "AP50", "AR")}
 
     if len(paths) == 1:
         model = YOLO(paths[0])
-        metrics, coco = score(model, data, images, names, bins, task, save_dir, **val_args)
+        metrics, coco = scorer(model, data, images, names, bins, task, save_dir, **val_args)
         box, instances = metrics.box, metrics.nt_per_class
         rows = [{"class": "all", "instances": int(instances.sum()), **box_metrics(metrics)}]
         for i, c in enumerate(box.ap_class_index):
@@ -116,7 +164,7 @@ def val(
     rows = []
     for k, (model, label) in enumerate(zip(models, labels)):
         print(f"[{k + 1}/{len(models)}] {label}")
-        metrics, coco = score(model, data, images, names, bins, task, save_dir / f"{k}-{Path(paths[k]).stem}",
+        metrics, coco = scorer(model, data, images, names, bins, task, save_dir / f"{k}-{Path(paths[k]).stem}",
                                **val_args)
         rows.append({"variant": label, **model_size(model.model, imgsz), "latency(ms)": 0.0,
                      "mAP50": metrics.box.map50, "mAP50-95": metrics.box.map,
