@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attention.blocks._checks import check_int
@@ -26,10 +27,23 @@ class CA(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        x_h = x.mean(dim=3, keepdim=True)  # (N, C, H, 1)
-        x_w = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (N, C, W, 1)
-        # One shared transform over both directions: BN sees rows and columns together.
-        y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))  # (N, mip, H+W, 1)
-        y_h, y_w = y[:, :, :h], y[:, :, h:].transpose(2, 3)  # (N, mip, H, 1), (N, mip, 1, W)
-        return x * self.gate(self.conv_w(y_w)) * self.gate(self.conv_h(y_h))
+        # The paper's graph (attention.reference.ca) with its copies and broadcasts taken out:
+        # reductions instead of adaptive pooling, the 1x1 convs as batched matrix products with the
+        # bias fused in, and the two gates multiplied into x in one pass over a rank-1 gate.
+        n, c, h, w = x.shape
+        mip = self.conv1.out_channels
+        y = torch.cat([x.mean(dim=3), x.mean(dim=2)], dim=2)  # (N, C, H+W): rows, then columns
+        y = torch.baddbmm(self.conv1.bias.view(1, mip, 1), self.conv1.weight.view(1, mip, c).expand(n, mip, c), y)
+        bn = self.bn1
+        if self.training:  # batch statistics over rows and columns together, running stats updated
+            y = bn(y.unsqueeze(3)).squeeze(3)
+        else:
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        y = F.hardswish(y)  # (N, mip, H+W)
+        a_h = torch.baddbmm(self.conv_h.bias.view(1, c, 1), self.conv_h.weight.view(1, c, mip).expand(n, c, mip),
+                            y[:, :, :h]).sigmoid_()  # (N, C, H)
+        a_w = torch.baddbmm(self.conv_w.bias.view(1, c, 1), self.conv_w.weight.view(1, c, mip).expand(n, c, mip),
+                            y[:, :, h:]).sigmoid_()  # (N, C, W)
+        gate = a_h.view(n, c, h, 1) * a_w.view(n, c, 1, w)  # a_h * a_w, (N, C, H, W)
+        # Without autograd the gate's own buffer takes the product (x is never written).
+        return gate.mul_(x) if not torch.is_grad_enabled() else x * gate

@@ -6,6 +6,7 @@ import math
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attention.blocks._checks import check_int
@@ -41,9 +42,10 @@ class ECA(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=(2, 3))[:, None, :]  # (N, 1, C): channels as a sequence
-        s = self.gate(self.conv(s))[:, 0]  # (N, C)
-        return x * s[:, :, None, None]
+        n, c = x.shape[:2]
+        s = x.mean(dim=(2, 3)).view(n, 1, c)  # (N, 1, C): channels as a sequence
+        s = F.conv1d(s, self.conv.weight, padding=self.conv.padding).sigmoid_()  # functional: no module-call overhead
+        return x * s.view(n, c, 1, 1)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"
