@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import yaml
 
+from attention.config import load_mapping
+
 CLASSES: tuple[str, ...] = ("vehicle", "person", "boat")
 VERSION = 3  # bump whenever the drawing code changes, so stale caches are regenerated
 MARKER = ".generated.json"
@@ -486,12 +488,7 @@ def _write_yaml(path: Path, cfg: dict[str, Any]) -> None:
 
 def _load(path: Path) -> dict[str, Any]:
     """Read and validate a data YAML."""
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"data YAML {path} is malformed: {' '.join(str(e).split())}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"data YAML {path} must be a mapping, got {type(cfg).__name__}")
+    cfg = load_mapping(path, "data YAML")
     missing = [k for k in ("names", "train", "val") if k not in cfg]
     if missing:
         raise ValueError(f"data YAML {path} lacks required key(s): {', '.join(missing)}")

@@ -131,7 +131,7 @@ def test_prepare_data_missing(tmp_path):
         ("train: a\nval: b\n", "names"),
         ("names: [a]\n", "train"),
         ("- a\n- b\n", "mapping"),
-        ("names: [a\n", "malformed"),
+        ("names: [a\n", "is not valid YAML"),
         ("names: 3\ntrain: a\nval: b\n", "names"),
     ],
 )
