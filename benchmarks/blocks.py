@@ -24,7 +24,7 @@ from _common import add_common_args, fmt_ms, machine, setup, summarize, table, t
 import torch
 
 import attention  # noqa: F401
-from attention import reference
+from attention import fused, reference
 from attention.registry import get
 from flops import count_flops
 
@@ -43,6 +43,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sample-ms", type=float, default=4.0, help="about how long one sample runs")
     p.add_argument("--no-backward", action="store_true", help="forward only")
     p.add_argument("--no-ref", action="store_true", help="skip the straightforward definitions")
+    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16: blocks, references and inputs in half precision (for a GPU)")
     p.add_argument("--compile", action="store_true",
                    help="add the fast form under torch.compile (Inductor; forward only; compiles per shape)")
     return add_common_args(p).parse_args()
@@ -81,7 +83,9 @@ def backward_fns(block, ref, x, g):
 def main() -> None:
     args = parse()
     device = setup(args)
-    print(f"machine: {machine(device, args.malloc)}\n")
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    kernels = "fused CPU kernels " + ("on" if fused.library() is not None else "off (PyTorch forms)")
+    print(f"machine: {machine(device, args.malloc)}; {args.dtype}; {kernels if device.type == 'cpu' else ''}\n")
     modes = ["forward"] + ([] if args.no_backward else ["forward+backward"])
     verdicts = []
     for mode in modes:
@@ -89,10 +93,10 @@ def main() -> None:
             rows = []
             for sname in args.shapes:
                 c, h, w = SHAPES[sname]
-                x = torch.randn(n, c, h, w, device=device)
+                x = torch.randn(n, c, h, w, device=device, dtype=dtype)
                 g = torch.randn_like(x)
                 for name in args.blocks:
-                    block = get(name)(c).to(device)
+                    block = get(name)(c).to(device, dtype)
                     ref = None if args.no_ref else reference.Reference(copy.deepcopy(block))
                     if mode == "forward":
                         block.eval(), ref is None or ref.eval()
@@ -107,7 +111,7 @@ def main() -> None:
                     t, r = summarize(samples, args.stat)  # times, and ratios to the floor
                     floor, fast = t[0], t[1]
                     params = sum(p.numel() for p in block.parameters())
-                    mm, ew = count_flops(block.eval(), x[:1])
+                    mm, ew = count_flops(copy.deepcopy(block).float().cpu().eval(), x[:1].float().cpu())
                     row = [f"{sname} {c}x{h}x{w}", name, f"{params:,}", f"{(mm + ew) * n / 1e6:.2f}", fmt_ms(floor)]
                     if ref is not None:
                         row += [fmt_ms(t[2]), f"{r[2]:.2f}"]
@@ -117,7 +121,7 @@ def main() -> None:
                     if args.compile:
                         row += [fmt_ms(t[-1]), f"{r[-1]:.2f}"] if mode == "forward" else ["", ""]
                     rows.append(row)
-                    if mode == "forward" and n == 1 and device.type == "cpu":
+                    if mode == "forward" and n == 1 and device.type == "cpu" and dtype == torch.float32:
                         verdicts.append((name, sname, r[1], r[1] <= TARGET[name]))
             headers = ["shape", "block", "params", "MFLOPs", "floor ms"]
             if not args.no_ref:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attention import fused
 from attention.blocks._checks import check_hidden, check_int
 from attention.registry import AttentionConfigError, register
 
@@ -39,6 +40,12 @@ class CBAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         hidden = self.mlp[0].out_channels
+        lib = fused.usable(x)
+        if lib is not None:  # inference on a CPU: three passes over x in attention/fused.c
+            z = F.linear(fused.mean_max(lib, x), self.mlp[0].weight.view(hidden, c)).relu_()
+            z = z.sum(0, keepdim=True) if n == 1 else z[:n] + z[n:]  # one op where it can be
+            mc = F.linear(z, self.mlp[2].weight.view(c, hidden)).sigmoid_()
+            return fused.cbam_spatial(lib, x, mc, self.spatial.weight)
         # Channel attention. The second MLP layer is linear, so MLP(avg) + MLP(max) =
         # W2 (relu(W1 avg) + relu(W1 max)): one product for both descriptors, one for the sum.
         # With autograd on, maxima come with their indices: their backward scatters into the one

@@ -42,10 +42,11 @@ class ECA(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
-        s = x.mean(dim=(2, 3)).view(n, 1, c)  # (N, 1, C): channels as a sequence
-        s = F.conv1d(s, self.conv.weight, padding=self.conv.padding).sigmoid_()  # functional: no module-call overhead
-        return x * s.view(n, c, 1, 1)
+        # Sum, not mean: the convolution is linear, so the division by H*W follows it on the
+        # C-vector (cheaper than the mean's). Functional: no module-call overhead.
+        n, c, h, w = x.shape
+        s = F.conv1d(x.sum(dim=(2, 3)).view(n, 1, c), self.conv.weight, padding=self.conv.padding)  # (N, 1, C)
+        return x * s.mul_(1.0 / (h * w)).sigmoid_().view(n, c, 1, 1)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"

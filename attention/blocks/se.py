@@ -28,7 +28,8 @@ class SE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The submodules' weights are applied functionally: on a 20x20 map one pass over x costs
         # about as much as four nested module calls, so the calls themselves are worth saving.
-        n, c = x.shape[:2]
-        s = x.mean(dim=(2, 3))  # squeeze: (N, C); a reduction, not adaptive pooling
-        s = F.linear(F.linear(s, self.fc1.weight).relu_(), self.fc2.weight).sigmoid_()  # in place on fresh tensors
-        return x * s.view(n, c, 1, 1)
+        # Sum instead of mean (a quarter cheaper): relu(W1 s / HW) = relu(W1 s) / HW, so the one
+        # division lands on the C-vector after fc2.
+        n, c, h, w = x.shape
+        s = torch.mm(torch.mm(x.sum(dim=(2, 3)), self.fc1.weight.t()).relu_(), self.fc2.weight.t())
+        return x * s.mul_(1.0 / (h * w)).sigmoid_().view(n, c, 1, 1)  # in place on fresh tensors
