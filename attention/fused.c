@@ -9,6 +9,7 @@
  */
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define R restrict /* no two arguments overlap: lets the compiler vectorize */
 
@@ -186,40 +187,80 @@ static void scaled_channel_sum_max(const float *R x, const float *R m, long c, l
 }
 #endif
 
-/* CBAM spatial logits: desc = [mean_c, max_c] of x * mc (x1, never stored), then the k x k,
- * 2 -> 1 convolution with zero padding k / 2, into logits (n * h * w floats). 1 if out of memory. */
-int cbam_logits(const float *R x, const float *R mc, const float *R weight, long n, long c, long h, long w,
-                 long k, float *R logits) {
-    const long hw = h * w, r = k / 2;
-    float *avg = malloc(2 * hw * sizeof(float)), *mx = avg + hw;
-    if (!avg) return 1;
-    for (long b = 0; b < n; ++b) {
-        const float *xb = x + b * c * hw, *mcb = mc + b * c;
-        float *out = logits + b * hw;
-        scaled_channel_sum_max(xb, mcb, c, hw, avg, mx);
-        const float inv_c = 1.0f / (float)c;
-#pragma omp simd
-        for (long q = 0; q < hw; ++q) {
-            avg[q] *= inv_c;
-            out[q] = 0.0f;
-        }
-        /* Tap by tap: each adds a shifted copy of one descriptor, so the inner loop runs along a row. */
-        for (long ci = 0; ci < 2; ++ci) {
-            const float *src = ci ? mx : avg;
-            for (long di = 0; di < k; ++di) {
-                const long i0 = r - di > 0 ? r - di : 0, i1 = h + r - di < h ? h + r - di : h;
-                for (long dj = 0; dj < k; ++dj) {
-                    const float wt = weight[(ci * k + di) * k + dj];
-                    const long j0 = r - dj > 0 ? r - dj : 0, j1 = w + r - dj < w ? w + r - dj : w;
-                    for (long i = i0; i < i1; ++i) {
-                        float *o = out + i * w;
-                        const float *s = src + (i + di - r) * w + (dj - r);
-#pragma omp simd
-                        for (long j = j0; j < j1; ++j) o[j] += wt * s[j];
+#if defined(__AVX512F__)
+/* out (h x w) = the k x k convolution of pad (2 planes of ph x pw, zero borders of k / 2 and at
+ * least 16 spare columns on the right, so every load is in bounds and unmasked). Up to 64 output
+ * columns at a time sum all 2 k^2 taps in registers: one store per output, independent FMA chains. */
+static void conv_2to1(const float *R pad, long ph, long pw, const float *R weight, long k, long h, long w,
+                      float *R out) {
+    for (long i = 0; i < h; ++i) {
+        for (long j0 = 0; j0 < w; j0 += 64) {
+            const long width = w - j0 < 64 ? w - j0 : 64;
+            const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
+            const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (long ci = 0; ci < 2; ++ci) {
+                for (long di = 0; di < k; ++di) {
+                    const float *srow = pad + (ci * ph + i + di) * pw + j0;
+                    const float *wrow = weight + (ci * k + di) * k;
+                    for (long dj = 0; dj < k; ++dj) {
+                        const __m512 wv = _mm512_set1_ps(wrow[dj]);
+                        const float *s = srow + dj;
+                        a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s), a0);
+                        if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s + 16), a1);
+                        if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s + 32), a2);
+                        if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s + 48), a3);
                     }
                 }
             }
+            float *o = out + i * w + j0;
+            _mm512_mask_storeu_ps(o, nv == 1 ? mt : 0xFFFF, a0);
+            if (nv > 1) _mm512_mask_storeu_ps(o + 16, nv == 2 ? mt : 0xFFFF, a1);
+            if (nv > 2) _mm512_mask_storeu_ps(o + 32, nv == 3 ? mt : 0xFFFF, a2);
+            if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, a3);
         }
+    }
+}
+#else
+/* Tap by tap: each adds a shifted row of the padded descriptor, so the inner loop runs along a row. */
+static void conv_2to1(const float *R pad, long ph, long pw, const float *R weight, long k, long h, long w,
+                      float *R out) {
+    for (long q = 0; q < h * w; ++q) out[q] = 0.0f;
+    for (long ci = 0; ci < 2; ++ci)
+        for (long di = 0; di < k; ++di)
+            for (long dj = 0; dj < k; ++dj) {
+                const float wt = weight[(ci * k + di) * k + dj];
+                for (long i = 0; i < h; ++i) {
+                    float *o = out + i * w;
+                    const float *s = pad + (ci * ph + i + di) * pw + dj;
+#pragma omp simd
+                    for (long j = 0; j < w; ++j) o[j] += wt * s[j];
+                }
+            }
+}
+#endif
+
+/* CBAM spatial logits: desc = [mean_c, max_c] of x * mc (x1, never stored), then the k x k,
+ * 2 -> 1 convolution with zero padding k / 2, into logits (n * h * w floats). 1 if out of memory. */
+int cbam_logits(const float *R x, const float *R mc, const float *R weight, long n, long c, long h, long w,
+                long k, float *R logits) {
+    const long hw = h * w, r = k / 2, ph = h + 2 * r, pw = w + 2 * r + 16;
+    float *avg = malloc((2 * hw + 2 * ph * pw) * sizeof(float));
+    if (!avg) return 1;
+    float *mx = avg + hw, *pad = mx + hw;
+    memset(pad, 0, 2 * ph * pw * sizeof(float));  /* the borders stay zero: the convolution's padding */
+    const float inv_c = 1.0f / (float)c;
+    for (long b = 0; b < n; ++b) {
+        scaled_channel_sum_max(x + b * c * hw, mc + b * c, c, hw, avg, mx);
+        for (long i = 0; i < h; ++i) {
+            float *pa = pad + (r + i) * pw + r, *pm = pad + (ph + r + i) * pw + r;
+#pragma omp simd
+            for (long j = 0; j < w; ++j) {
+                pa[j] = avg[i * w + j] * inv_c;
+                pm[j] = mx[i * w + j];
+            }
+        }
+        conv_2to1(pad, ph, pw, weight, k, h, w, logits + b * hw);
     }
     free(avg);
     return 0;

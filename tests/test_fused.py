@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import platform
 import shutil
 import subprocess
 import sys
@@ -145,3 +146,19 @@ def test_build_is_cached_and_failures_fall_back(tmp_path) -> None:
     assert "WARNED attention: fused CPU kernels unavailable" in broken.stdout
     off = run({"ATTENTION_FUSED": "0"})
     assert "LIB False" in off.stdout
+
+
+@pytest.mark.skipif(fused.library() is None or platform.machine() != "x86_64", reason="needs cc on x86-64")
+def test_portable_build_equals_reference(monkeypatch, tmp_path) -> None:
+    # Without AVX-512 the C file compiles its plain loops (what most laptops run): same results.
+    monkeypatch.setenv("ATTENTION_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fused, "FLAGS", [f if f != "-march=native" else "-march=x86-64-v3" for f in fused.FLAGS])
+    monkeypatch.setattr(fused, "_lib", None)
+    monkeypatch.setattr(fused, "_tried", False)
+    assert fused.library() is not None and fused.library()._name.startswith(str(tmp_path))
+    for name, shape in [("CA", (1, 16, 20, 20)), ("CA", (2, 8, 70, 130)), ("CBAM", (1, 16, 20, 20)),
+                        ("CBAM", (2, 8, 70, 130)), ("CBAM", (3, 16, 1, 65))]:
+        block = make(name, 1, shape[1]).eval()
+        x = torch.randn(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(block(x), reference.REFERENCES[name](block, x), **OUT_TOL)
