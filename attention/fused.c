@@ -1,4 +1,4 @@
-/* Fused CPU inference passes for CA and CBAM (float32, contiguous NCHW, single thread).
+/* Fused CPU inference passes for SE, ECA, CA and CBAM (float32, contiguous NCHW, single thread).
  *
  * With library ops each gate costs several passes over the feature map (a pooling per direction or
  * statistic, a broadcast product per gate); on a 20x20 neck map every pass costs about what the
@@ -7,6 +7,7 @@
  * Inner loops run over contiguous memory so the compiler vectorizes them (built with -O3
  * -fopenmp-simd: the simd pragmas allow reordering of the float reductions, nothing else).
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,22 +82,23 @@ void ca_pool(const float *R x, long planes, long h, long w, float *R out) {
     }
 }
 
-/* CA output: out[p, i, j] = x[p, i, j] * aw[p, j] * ah[p, i] (the paper's x * a_w * a_h). */
+/* CA output: out[p, i, j] = x[p, i, j] * aw[p, j] * ah[p, i] (the paper's x * a_w * a_h), where each
+ * plane's gates are g[p] = [ah (h values), aw (w values)]. */
 #if defined(__AVX512F__)
 /* As with the pooling: a plane's column gates stay in registers, short rows end in a masked store. */
-void ca_apply(const float *R x, const float *R ah, const float *R aw, long planes, long h, long w, float *R out) {
+void ca_apply(const float *R x, const float *R g, long planes, long h, long w, float *R out) {
     for (long p = 0; p < planes; ++p) {
         for (long j0 = 0; j0 < w; j0 += 64) {
             const long width = w - j0 < 64 ? w - j0 : 64;
             const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
             const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
             const __mmask16 m0 = nv == 1 ? mt : 0xFFFF, m1 = nv == 2 ? mt : 0xFFFF, m2 = nv == 3 ? mt : 0xFFFF;
-            const float *g = aw + p * w + j0;
-            const __m512 g0 = _mm512_maskz_loadu_ps(m0, g), g1 = nv > 1 ? _mm512_maskz_loadu_ps(m1, g + 16) : g0,
-                         g2 = nv > 2 ? _mm512_maskz_loadu_ps(m2, g + 32) : g0,
-                         g3 = nv > 3 ? _mm512_maskz_loadu_ps(mt, g + 48) : g0;
+            const float *aw = g + p * (h + w) + h + j0;
+            const __m512 g0 = _mm512_maskz_loadu_ps(m0, aw), g1 = nv > 1 ? _mm512_maskz_loadu_ps(m1, aw + 16) : g0,
+                         g2 = nv > 2 ? _mm512_maskz_loadu_ps(m2, aw + 32) : g0,
+                         g3 = nv > 3 ? _mm512_maskz_loadu_ps(mt, aw + 48) : g0;
             for (long i = 0; i < h; ++i) {
-                const __m512 a = _mm512_set1_ps(ah[p * h + i]);
+                const __m512 a = _mm512_set1_ps(g[p * (h + w) + i]);
                 const float *r = x + (p * h + i) * w + j0;
                 float *o = out + (p * h + i) * w + j0;
                 _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, r), g0), a));
@@ -108,11 +110,11 @@ void ca_apply(const float *R x, const float *R ah, const float *R aw, long plane
     }
 }
 #else
-void ca_apply(const float *R x, const float *R ah, const float *R aw, long planes, long h, long w, float *R out) {
+void ca_apply(const float *R x, const float *R g, long planes, long h, long w, float *R out) {
     for (long p = 0; p < planes; ++p) {
-        const float *awp = aw + p * w;
+        const float *awp = g + p * (h + w) + h;
         for (long i = 0; i < h; ++i) {
-            const float a = ah[p * h + i];
+            const float a = g[p * (h + w) + i];
             const float *r = x + (p * h + i) * w;
             float *o = out + (p * h + i) * w;
 #pragma omp simd
@@ -121,6 +123,247 @@ void ca_apply(const float *R x, const float *R ah, const float *R aw, long plane
     }
 }
 #endif
+
+#if defined(__AVX512F__)
+/* z[m] = w1[m] . y + b1[m] over the c rows of y (c x L): up to 64 columns summed over all channels in
+ * registers, one store each. */
+static void conv1_rows(const float *R y, const float *R w1, const float *R b1, long c, long mip, long L, float *R z) {
+    for (long m = 0; m < mip; ++m) {
+        const float *wr = w1 + m * c;
+        for (long t0 = 0; t0 < L; t0 += 64) {
+            const long width = L - t0 < 64 ? L - t0 : 64;
+            const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
+            const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
+            const __mmask16 k0 = nv == 1 ? mt : 0xFFFF, k1 = nv == 2 ? mt : 0xFFFF, k2 = nv == 3 ? mt : 0xFFFF;
+            const __m512 bias = _mm512_set1_ps(b1[m]);
+            __m512 a0 = bias, a1 = bias, a2 = bias, a3 = bias, e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+            long ch = 0;
+            for (; ch + 2 <= c; ch += 2) {  /* even and odd channels in separate sums: twice the chains */
+                const __m512 wv = _mm512_set1_ps(wr[ch]), wu = _mm512_set1_ps(wr[ch + 1]);
+                const float *yr = y + ch * L + t0, *yu = yr + L;
+                a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, yr), a0);
+                e0 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k0, yu), e0);
+                if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, yr + 16), a1),
+                            e1 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k1, yu + 16), e1);
+                if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, yr + 32), a2),
+                            e2 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k2, yu + 32), e2);
+                if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, yr + 48), a3),
+                            e3 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(mt, yu + 48), e3);
+            }
+            if (ch < c) {
+                const __m512 wv = _mm512_set1_ps(wr[ch]);
+                const float *yr = y + ch * L + t0;
+                a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, yr), a0);
+                if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, yr + 16), a1);
+                if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, yr + 32), a2);
+                if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, yr + 48), a3);
+            }
+            a0 = _mm512_add_ps(a0, e0), a1 = _mm512_add_ps(a1, e1), a2 = _mm512_add_ps(a2, e2), a3 = _mm512_add_ps(a3, e3);
+            float *o = z + m * L + t0;
+            _mm512_mask_storeu_ps(o, k0, a0);
+            if (nv > 1) _mm512_mask_storeu_ps(o + 16, k1, a1);
+            if (nv > 2) _mm512_mask_storeu_ps(o + 32, k2, a2);
+            if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, a3);
+        }
+    }
+}
+#else
+static void conv1_rows(const float *R y, const float *R w1, const float *R b1, long c, long mip, long L, float *R z) {
+    for (long m = 0; m < mip; ++m)
+        for (long t = 0; t < L; ++t) z[m * L + t] = b1[m];
+    long ch = 0;
+    for (; ch + 4 <= c; ch += 4) { /* four channels per sweep of a row of z: a quarter of the short loops */
+        const float *y0 = y + ch * L, *y1 = y0 + L, *y2 = y1 + L, *y3 = y2 + L;
+        for (long m = 0; m < mip; ++m) {
+            const float *wr = w1 + m * c + ch;
+            const float a0 = wr[0], a1 = wr[1], a2 = wr[2], a3 = wr[3];
+            float *zr = z + m * L;
+#pragma omp simd
+            for (long t = 0; t < L; ++t) zr[t] += (a0 * y0[t] + a1 * y1[t]) + (a2 * y2[t] + a3 * y3[t]);
+        }
+    }
+    for (; ch < c; ++ch) {
+        const float *yr = y + ch * L;
+        for (long m = 0; m < mip; ++m) {
+            const float wt = w1[m * c + ch];
+            float *zr = z + m * L;
+#pragma omp simd
+            for (long t = 0; t < L; ++t) zr[t] += wt * yr[t];
+        }
+    }
+}
+#endif
+
+#if defined(__AVX512F__)
+/* g[ch] = [wh[ch] . z[:, :h] + bh[ch], ww[ch] . z[:, h:] + bw[ch]]: per channel, up to 64 columns
+ * of a part summed over all mip rows of z in registers (z is L1-resident), one store each. */
+static void gate_rows(const float *R z, const float *R wh, const float *R bh, const float *R ww,
+                      const float *R bw, long c, long mip, long h, long w, float *R g) {
+    const long L = h + w;
+    for (long ch = 0; ch < c; ++ch) {
+        for (int part = 0; part < 2; ++part) {
+            const long off = part ? h : 0, len = part ? w : h;
+            const float *coef = (part ? ww : wh) + ch * mip;
+            const __m512 bias = _mm512_set1_ps(part ? bw[ch] : bh[ch]);
+            for (long t0 = 0; t0 < len; t0 += 64) {
+                const long width = len - t0 < 64 ? len - t0 : 64;
+                const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
+                const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
+                const __mmask16 k0 = nv == 1 ? mt : 0xFFFF, k1 = nv == 2 ? mt : 0xFFFF, k2 = nv == 3 ? mt : 0xFFFF;
+                /* Even and odd rows of z in separate sums: twice the independent FMA chains. */
+                __m512 a0 = bias, a1 = bias, a2 = bias, a3 = bias, e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+                long m = 0;
+                for (; m + 2 <= mip; m += 2) {
+                    const __m512 wv = _mm512_set1_ps(coef[m]), wu = _mm512_set1_ps(coef[m + 1]);
+                    const float *zr = z + m * L + off + t0, *zu = zr + L;
+                    a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, zr), a0);
+                    e0 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k0, zu), e0);
+                    if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, zr + 16), a1),
+                                e1 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k1, zu + 16), e1);
+                    if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, zr + 32), a2),
+                                e2 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k2, zu + 32), e2);
+                    if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, zr + 48), a3),
+                                e3 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(mt, zu + 48), e3);
+                }
+                if (m < mip) {
+                    const __m512 wv = _mm512_set1_ps(coef[m]);
+                    const float *zr = z + m * L + off + t0;
+                    a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, zr), a0);
+                    if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, zr + 16), a1);
+                    if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, zr + 32), a2);
+                    if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, zr + 48), a3);
+                }
+                a0 = _mm512_add_ps(a0, e0), a1 = _mm512_add_ps(a1, e1), a2 = _mm512_add_ps(a2, e2), a3 = _mm512_add_ps(a3, e3);
+                float *o = g + ch * L + off + t0;
+                _mm512_mask_storeu_ps(o, k0, a0);
+                if (nv > 1) _mm512_mask_storeu_ps(o + 16, k1, a1);
+                if (nv > 2) _mm512_mask_storeu_ps(o + 32, k2, a2);
+                if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, a3);
+            }
+        }
+    }
+}
+#else
+static void gate_rows(const float *R z, const float *R wh, const float *R bh, const float *R ww,
+                      const float *R bw, long c, long mip, long h, long w, float *R g) {
+    const long L = h + w;
+    for (long ch = 0; ch < c; ++ch) {
+        float *gr = g + ch * L;
+        const float *a = wh + ch * mip, *bb = ww + ch * mip;
+        for (long t = 0; t < h; ++t) gr[t] = bh[ch];
+        for (long t = h; t < L; ++t) gr[t] = bw[ch];
+        long m = 0;
+        for (; m + 4 <= mip; m += 4) { /* four rows of z per sweep: a quarter of the short loops */
+            const float *z0 = z + m * L, *z1 = z0 + L, *z2 = z1 + L, *z3 = z2 + L;
+#pragma omp simd
+            for (long t = 0; t < h; ++t) gr[t] += (a[m] * z0[t] + a[m + 1] * z1[t]) + (a[m + 2] * z2[t] + a[m + 3] * z3[t]);
+#pragma omp simd
+            for (long t = h; t < L; ++t) gr[t] += (bb[m] * z0[t] + bb[m + 1] * z1[t]) + (bb[m + 2] * z2[t] + bb[m + 3] * z3[t]);
+        }
+        for (; m < mip; ++m) {
+            const float *zr = z + m * L;
+#pragma omp simd
+            for (long t = 0; t < h; ++t) gr[t] += a[m] * zr[t];
+#pragma omp simd
+            for (long t = h; t < L; ++t) gr[t] += bb[m] * zr[t];
+        }
+    }
+}
+#endif
+
+/* CA's gate logits from its pooled rows and columns y (n, c, L = h + w): z = hardswish(w1 y + b1)
+ * (conv1 with BN folded in, mip outputs), then per channel wh z[:, :h] + bh and ww z[:, h:] + bw,
+ * into g (n, c, L). The sigmoid is left to the caller (vectorized there). 1 if out of memory. */
+int ca_gates(const float *R y, const float *R w1, const float *R b1, const float *R wh, const float *R bh,
+             const float *R ww, const float *R bw, long n, long c, long mip, long h, long w, float *R g) {
+    const long L = h + w;
+    float *z = malloc(mip * L * sizeof(float));
+    if (!z) return 1;
+    for (long b = 0; b < n; ++b) {
+        const float *yb = y + b * c * L;
+        float *gb = g + b * c * L;
+        conv1_rows(yb, w1, b1, c, mip, L, z);
+#pragma omp simd
+        for (long t = 0; t < mip * L; ++t) {  /* hardswish: z * relu6(z + 3) / 6 */
+            const float r6 = z[t] + 3.0f < 0.0f ? 0.0f : z[t] + 3.0f > 6.0f ? 6.0f : z[t] + 3.0f;
+            z[t] = z[t] * r6 / 6.0f;
+        }
+        gate_rows(z, wh, bh, ww, bw, c, mip, h, w, gb);
+    }
+    free(z);
+    return 0;
+}
+
+static float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+/* Per plane mean over hw. */
+static void plane_means(const float *R x, long planes, long hw, float *R mean) {
+    for (long p = 0; p < planes; ++p) {
+        const float *xp = x + p * hw;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (long q = 0; q < hw; ++q) s += xp[q];
+        mean[p] = s / (float)hw;
+    }
+}
+
+/* out = x * gate[plane], one scale per plane. */
+static void plane_scale(const float *R x, const float *R gate, long planes, long hw, float *R out) {
+    for (long p = 0; p < planes; ++p) {
+        const float a = gate[p];
+        const float *xp = x + p * hw;
+        float *o = out + p * hw;
+#pragma omp simd
+        for (long q = 0; q < hw; ++q) o[q] = xp[q] * a;
+    }
+}
+
+/* SE, whole: s = sigmoid(w2 relu(w1 mean(x))), w1 (hidden, c), w2 (c, hidden); out = x * s.
+ * One call instead of eight library ops: on a 20x20 map their dispatch costs as much as the passes. */
+int se_forward(const float *R x, const float *R w1, const float *R w2, long n, long c, long hidden, long hw,
+               float *R out) {
+    float *s = malloc((c + hidden) * sizeof(float)), *z = s + c;
+    if (!s) return 1;
+    for (long b = 0; b < n; ++b) {
+        plane_means(x + b * c * hw, c, hw, s);
+        for (long m = 0; m < hidden; ++m) {
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (long ch = 0; ch < c; ++ch) acc += w1[m * c + ch] * s[ch];
+            z[m] = acc > 0.0f ? acc : 0.0f;
+        }
+        for (long ch = 0; ch < c; ++ch) {
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (long m = 0; m < hidden; ++m) acc += w2[ch * hidden + m] * z[m];
+            s[ch] = sigmoid(acc);
+        }
+        plane_scale(x + b * c * hw, s, c, hw, out + b * c * hw);
+    }
+    free(s);
+    return 0;
+}
+
+/* ECA, whole: s = sigmoid(conv1d_k(mean(x)) over channels, zero padding (k - 1) / 2); out = x * s. */
+int eca_forward(const float *R x, const float *R weight, long k, long n, long c, long hw, float *R out) {
+    const long r = (k - 1) / 2;
+    float *s = malloc(2 * c * sizeof(float)), *gate = s + c;
+    if (!s) return 1;
+    for (long b = 0; b < n; ++b) {
+        plane_means(x + b * c * hw, c, hw, s);
+        for (long ch = 0; ch < c; ++ch) {
+            float acc = 0.0f;
+            for (long t = 0; t < k; ++t) {
+                const long src = ch + t - r;
+                if (src >= 0 && src < c) acc += weight[t] * s[src];
+            }
+            gate[ch] = sigmoid(acc);
+        }
+        plane_scale(x + b * c * hw, gate, c, hw, out + b * c * hw);
+    }
+    free(s);
+    return 0;
+}
 
 /* Per plane mean and max: CBAM's channel descriptors (GAP and GMP). */
 void plane_mean_max(const float *R x, long planes, long hw, float *R mean, float *R max) {

@@ -1,4 +1,4 @@
-"""Fused CPU inference passes for CA and CBAM (attention/fused.c), built on first use with the C compiler.
+"""Fused CPU inference passes for SE, ECA, CA and CBAM (attention/fused.c), built on first use with the C compiler.
 
 Why: on a neck map a gate costs one pass over the map per library op (pooling per direction,
 broadcast products), and no combination of library ops reaches CA's or CBAM's useful work (see
@@ -30,12 +30,15 @@ import torch
 
 SOURCE = Path(__file__).with_name("fused.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC"]
-_FUNCS = {  # name: argument types, p for a pointer, l for a long
-    "ca_pool": ("p", "l", "l", "l", "p"),
-    "ca_apply": ("p", "p", "p", "l", "l", "l", "p"),
-    "plane_mean_max": ("p", "l", "l", "p", "p"),
-    "cbam_logits": ("p", "p", "p", "l", "l", "l", "l", "l", "p"),
-    "cbam_apply": ("p", "p", "p", "l", "l", "l", "p"),
+_FUNCS = {  # name: (returns a status, argument types: p a pointer, l a long)
+    "ca_pool": (False, "plllp"),
+    "ca_gates": (True, "ppppppplllllp"),
+    "ca_apply": (False, "pplllp"),
+    "plane_mean_max": (False, "pllpp"),
+    "cbam_logits": (True, "ppplllllp"),
+    "cbam_apply": (False, "ppplllp"),
+    "se_forward": (True, "pppllllp"),
+    "eca_forward": (True, "ppllllp"),
 }
 
 _lock = threading.Lock()
@@ -73,7 +76,7 @@ def build(compiler: str | None = None) -> Path:
     # Build beside the target and rename: concurrent processes never load a half-written library.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp_so = Path(tmp) / target.name
-        cmd = [cc, *FLAGS, "-o", str(tmp_so), str(SOURCE)]
+        cmd = [cc, *FLAGS, "-o", str(tmp_so), str(SOURCE), "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
@@ -91,9 +94,9 @@ def library() -> ctypes.CDLL | None:
             if os.environ.get("ATTENTION_FUSED", "1") != "0":
                 try:
                     lib = ctypes.CDLL(str(build()))
-                    for name, sig in _FUNCS.items():
+                    for name, (status, sig) in _FUNCS.items():
                         fn = getattr(lib, name)
-                        fn.restype = ctypes.c_int if name == "cbam_logits" else None
+                        fn.restype = ctypes.c_int if status else None
                         fn.argtypes = [ctypes.c_void_p if s == "p" else ctypes.c_long for s in sig]
                     _lib = lib
                 except (OSError, RuntimeError) as e:
@@ -130,6 +133,32 @@ def disabled():
         _lib, _tried = saved
 
 
+def weights_ok(*tensors: torch.Tensor) -> bool:
+    """The C code reads weights as contiguous float32 arrays: anything else takes the PyTorch forms."""
+    return all(t.dtype == torch.float32 and t.is_contiguous() and t.is_cpu for t in tensors)
+
+
+def _check(status: int, what: str) -> None:
+    if status:
+        raise MemoryError(f"{what}: out of memory for its working buffers")
+
+
+def se(lib: ctypes.CDLL, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """SE in one call: x * sigmoid(w2 relu(w1 mean(x))), w1 (hidden, C), w2 (C, hidden)."""
+    n, c, h, w = x.shape
+    out = torch.empty_like(x)
+    _check(lib.se_forward(x.data_ptr(), w1.data_ptr(), w2.data_ptr(), n, c, w1.shape[0], h * w, out.data_ptr()), "SE")
+    return out
+
+
+def eca(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ECA in one call: x * sigmoid(conv1d over channels of mean(x)), weight (1, 1, k)."""
+    n, c, h, w = x.shape
+    out = torch.empty_like(x)
+    _check(lib.eca_forward(x.data_ptr(), weight.data_ptr(), weight.shape[-1], n, c, h * w, out.data_ptr()), "ECA")
+    return out
+
+
 def ca_pool(lib: ctypes.CDLL, x: torch.Tensor) -> torch.Tensor:
     """(N, C, H+W): row means then column means of every plane."""
     n, c, h, w = x.shape
@@ -138,11 +167,20 @@ def ca_pool(lib: ctypes.CDLL, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def ca_apply(lib: ctypes.CDLL, x: torch.Tensor, a_h: torch.Tensor, a_w: torch.Tensor) -> torch.Tensor:
-    """x * a_w * a_h for a_h (N, C, H), a_w (N, C, W), both contiguous."""
+def ca_gates(lib: ctypes.CDLL, y: torch.Tensor, h: int, w1, b1, wh, bh, ww, bw) -> torch.Tensor:
+    """CA's gate logits (N, C, H+W) from the pooled y: conv1 (BN folded in: w1, b1), hardswish, conv_h/conv_w."""
+    n, c, length = y.shape
+    g = torch.empty_like(y)
+    _check(lib.ca_gates(y.data_ptr(), w1.data_ptr(), b1.data_ptr(), wh.data_ptr(), bh.data_ptr(), ww.data_ptr(),
+                        bw.data_ptr(), n, c, w1.shape[0], h, length - h, g.data_ptr()), "CA")
+    return g
+
+
+def ca_apply(lib: ctypes.CDLL, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """x * a_w * a_h for gates (N, C, H+W) = [a_h, a_w] per plane, contiguous."""
     n, c, h, w = x.shape
     out = torch.empty_like(x)
-    lib.ca_apply(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), n * c, h, w, out.data_ptr())
+    lib.ca_apply(x.data_ptr(), gates.data_ptr(), n * c, h, w, out.data_ptr())
     return out
 
 
@@ -158,9 +196,8 @@ def cbam_spatial(lib: ctypes.CDLL, x: torch.Tensor, mc: torch.Tensor, weight: to
     """x * mc * sigmoid(conv([mean_c, max_c] of x * mc)) for mc (N, C) contiguous, weight (1, 2, k, k)."""
     n, c, h, w = x.shape
     ms = torch.empty(n, h * w)
-    if lib.cbam_logits(x.data_ptr(), mc.data_ptr(), weight.contiguous().data_ptr(), n, c, h, w, weight.shape[-1],
-                       ms.data_ptr()):
-        raise MemoryError(f"CBAM: no memory for two {h}x{w} maps")
+    _check(lib.cbam_logits(x.data_ptr(), mc.data_ptr(), weight.data_ptr(), n, c, h, w, weight.shape[-1],
+                           ms.data_ptr()), "CBAM")
     ms.sigmoid_()
     out = torch.empty_like(x)
     lib.cbam_apply(x.data_ptr(), mc.data_ptr(), ms.data_ptr(), n, c, h * w, out.data_ptr())

@@ -1,4 +1,4 @@
-"""The fused CPU inference passes (attention/fused.c via attention/fused.py) against the straightforward
+"""The fused CPU inference forms of SE, ECA, CA and CBAM (attention/fused.c via attention/fused.py) against the straightforward
 definitions, on the shapes their vector loops treat differently: widths under, at and over 16 and
 64 columns (the register blocks), odd heights, H != W, several images, and 1-pixel maps."""
 
@@ -23,8 +23,8 @@ from test_fast_blocks import OUT_TOL, make
 
 needs_cc = pytest.mark.skipif(fused.library() is None, reason="no C compiler: the PyTorch forms run instead")
 
-SHAPES = [(1, 16, 20, 20), (2, 8, 7, 16), (1, 24, 33, 17), (3, 16, 1, 65), (1, 8, 80, 80), (2, 8, 70, 130),
-          (1, 8, 9, 64), (1, 32, 1, 1)]
+SHAPES = [(1, 16, 20, 20), (2, 16, 7, 16), (1, 24, 33, 17), (3, 16, 1, 65), (1, 16, 80, 80), (2, 16, 70, 130),
+          (1, 16, 9, 64), (1, 32, 1, 1)]
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ class _Counting:
 
 @needs_cc
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name, i", [("CA", 0), ("CA", 1), ("CBAM", 0), ("CBAM", 1)])
+@pytest.mark.parametrize("name, i", [(n, i) for n in ("SE", "ECA", "CA", "CBAM") for i in (0, 1)])
 def test_fused_path_equals_reference(monkeypatch, name: str, i: int, shape: tuple[int, ...]) -> None:
     block = make(name, i, shape[1]).eval()
     x = torch.randn(shape) * 3
@@ -59,9 +59,9 @@ def test_fused_path_equals_reference(monkeypatch, name: str, i: int, shape: tupl
     torch.testing.assert_close(out, reference.REFERENCES[name](block, x), **OUT_TOL)
 
 
-@pytest.mark.parametrize("name, i", [("CA", 1), ("CBAM", 1)])
-def test_pytorch_forms_run_without_the_library(name: str, i: int) -> None:
-    block = make(name, i, 16).eval()
+@pytest.mark.parametrize("name", ["SE", "ECA", "CA", "CBAM"])
+def test_pytorch_forms_run_without_the_library(name: str) -> None:
+    block = make(name, 1, 16).eval()
     x = torch.randn(2, 16, 9, 70)
     with torch.no_grad(), fused.disabled():
         assert fused.usable(x) is None
@@ -156,8 +156,8 @@ def test_portable_build_equals_reference(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(fused, "_lib", None)
     monkeypatch.setattr(fused, "_tried", False)
     assert fused.library() is not None and fused.library()._name.startswith(str(tmp_path))
-    for name, shape in [("CA", (1, 16, 20, 20)), ("CA", (2, 8, 70, 130)), ("CBAM", (1, 16, 20, 20)),
-                        ("CBAM", (2, 8, 70, 130)), ("CBAM", (3, 16, 1, 65))]:
+    for name, shape in [(n, s) for n in ("SE", "ECA", "CA", "CBAM")
+                        for s in [(1, 16, 20, 20), (2, 16, 70, 130), (3, 16, 1, 65)]]:
         block = make(name, 1, shape[1]).eval()
         x = torch.randn(shape)
         with torch.no_grad():

@@ -32,7 +32,7 @@ class CA(nn.Module):
         # reductions instead of adaptive pooling, the 1x1 convs as batched matrix products with the
         # bias fused in, and the two gates multiplied into x in one pass over a rank-1 gate.
         lib = fused.usable(x)
-        if lib is not None and not self.training:
+        if lib is not None and not self.training and fused.weights_ok(self.conv1.weight):
             return self._fused(lib, x)
         n, c, h, w = x.shape
         mip = self.conv1.out_channels
@@ -53,27 +53,15 @@ class CA(nn.Module):
         return gate.mul_(x) if not torch.is_grad_enabled() else x * gate
 
     def _fused(self, lib, x: torch.Tensor) -> torch.Tensor:
-        """Inference on a CPU: one pass pools, one multiplies (attention/fused.c); in between, BN folded
-        into conv1 and, for one square map, both output convs in one batched product: six ops in all."""
-        n, c, h, w = x.shape
-        w1, b1, w_hw, b_hw = self._folded()
-        y = fused.ca_pool(lib, x)  # (N, C, H+W)
-        if n == 1:
-            y = torch.addmm(b1, w1, y[0]).unsqueeze(0)
-        else:
-            y = torch.baddbmm(b1, w1.expand(n, *w1.shape), y)
-        y = F.hardswish(y, inplace=True)  # (N, mip, H+W)
-        if h == w and n == 1:  # (2, mip, H): rows and columns side by side, one product for both
-            a_h, a_w = torch.baddbmm(b_hw, w_hw, y.view(w1.shape[0], 2, h).transpose(0, 1)).sigmoid_()
-            a_h, a_w = a_h.unsqueeze(0), a_w.unsqueeze(0)
-        else:
-            a_h = torch.baddbmm(b_hw[0], w_hw[0].expand(n, c, -1), y[:, :, :h]).sigmoid_()
-            a_w = torch.baddbmm(b_hw[1], w_hw[1].expand(n, c, -1), y[:, :, h:]).sigmoid_()
-        return fused.ca_apply(lib, x, a_h, a_w)
+        """Inference on a CPU (attention/fused.c): one pass pools, one call computes the gates (BN
+        folded into conv1), one pass multiplies; the sigmoid is PyTorch's vectorized one."""
+        w1, b1, wh, bh, ww, bw = self._folded()
+        gates = fused.ca_gates(lib, fused.ca_pool(lib, x), x.shape[2], w1, b1, wh, bh, ww, bw)
+        return fused.ca_apply(lib, x, gates.sigmoid_())
 
     def _folded(self) -> tuple[torch.Tensor, ...]:
-        """(conv1 weight and bias with BN folded in, stacked conv_h/conv_w weights and biases), kept
-        until any source tensor changes (in-place updates such as an EMA bump its version)."""
+        """(conv1 weight and bias with BN folded in, conv_h and conv_w weights and biases) as contiguous
+        matrices, kept until any source tensor changes (in-place updates such as an EMA bump its version)."""
         src = getattr(self, "_fold_src", None)
         if src is None:
             src = self._fold_src = (self.conv1.weight, self.conv1.bias, self.bn1.weight, self.bn1.bias,
@@ -83,11 +71,11 @@ class CA(nn.Module):
         if versions != getattr(self, "_fold_versions", None):
             bn, c, mip = self.bn1, self.conv_h.out_channels, self.conv1.out_channels
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            w1 = self.conv1.weight.view(mip, c) * scale[:, None]
-            b1 = ((self.conv1.bias - bn.running_mean) * scale + bn.bias)[:, None]
-            w_hw = torch.stack([self.conv_h.weight.view(c, mip), self.conv_w.weight.view(c, mip)])
-            b_hw = torch.stack([self.conv_h.bias, self.conv_w.bias])[:, :, None]  # (2, C, 1)
-            self._fold, self._fold_versions = (w1, b1, w_hw, b_hw), versions
+            w1 = (self.conv1.weight.view(mip, c) * scale[:, None]).contiguous()
+            b1 = (self.conv1.bias - bn.running_mean) * scale + bn.bias
+            self._fold = (w1, b1, self.conv_h.weight.reshape(c, mip).contiguous(), self.conv_h.bias.contiguous(),
+                          self.conv_w.weight.reshape(c, mip).contiguous(), self.conv_w.bias.contiguous())
+            self._fold_versions = versions
         return self._fold
 
     def _apply(self, fn, recurse=True):  # .to(), .half(), ...: tensors are replaced, the fold is stale

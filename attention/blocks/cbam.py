@@ -41,7 +41,7 @@ class CBAM(nn.Module):
         n, c, h, w = x.shape
         hidden = self.mlp[0].out_channels
         lib = fused.usable(x)
-        if lib is not None:  # inference on a CPU: three passes over x in attention/fused.c
+        if lib is not None and fused.weights_ok(self.mlp[0].weight, self.spatial.weight):  # inference on a CPU: three passes over x in attention/fused.c
             z = F.linear(fused.mean_max(lib, x), self.mlp[0].weight.view(hidden, c)).relu_()
             z = z.sum(0, keepdim=True) if n == 1 else z[:n] + z[n:]  # one op where it can be
             mc = F.linear(z, self.mlp[2].weight.view(c, hidden)).sigmoid_()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attention import fused
 from attention.blocks._checks import check_int
 from attention.registry import AttentionConfigError, register
 
@@ -44,6 +45,9 @@ class ECA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Sum, not mean: the convolution is linear, so the division by H*W follows it on the
         # C-vector (cheaper than the mean's). Functional: no module-call overhead.
+        lib = fused.usable(x)
+        if lib is not None and fused.weights_ok(self.conv.weight):
+            return fused.eca(lib, x, self.conv.weight)  # inference on a CPU: one C call
         n, c, h, w = x.shape
         s = F.conv1d(x.sum(dim=(2, 3)).view(n, 1, c), self.conv.weight, padding=self.conv.padding)  # (N, 1, C)
         return x * s.mul_(1.0 / (h * w)).sigmoid_().view(n, c, 1, 1)
