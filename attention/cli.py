@@ -6,9 +6,10 @@ import sys
 from typing import Any, Callable
 
 from attention.registry import AttentionConfigError
+from attention.safe_load import UnsafeCheckpointError
 
 # Errors a user causes with a flag, a YAML or a file; anything else keeps its traceback.
-USER_ERRORS = (AttentionConfigError, FileNotFoundError, ValueError)
+USER_ERRORS = (AttentionConfigError, FileNotFoundError, ValueError, UnsafeCheckpointError)
 
 
 def run(job: Callable[..., Any], **kwargs: Any) -> Any:
