@@ -11,7 +11,9 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.files import increment_path
 
+from attention.checkpoints import ResumableTrainer, check_resumable
 from attention.config import load_mapping
+from attention.data_audit import check_data
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.gate import INITS
 from attention.paths import resolve_cfg, resolve_weights
@@ -86,8 +88,9 @@ def train(
     """Train each cfg with identical settings; one row of scores per cfg (also tabulated when several)."""
     project = Path(project).resolve()  # ultralytics puts relative projects under its settings dir
     if resume:
-        ckpt = latest_checkpoint(project) if resume is True else resolve_weights(resume)
-        YOLO(ckpt).train(resume=True)
+        ckpt = latest_checkpoint(project) if resume is True else resume
+        check_resumable(ckpt)  # a missing, truncated or finished checkpoint is a one-line error, not a traceback
+        YOLO(ckpt).train(resume=True, trainer=ResumableTrainer)
         return []
 
     if attn_init not in INITS:
@@ -97,9 +100,10 @@ def train(
         raise ValueError(f"--attn-init {attn_init} makes a variant start as its base: it needs --weights")
     # --weights alone fine-tunes that checkpoint's own architecture; --cfg builds one and loads into it.
     cfgs = [resolve_cfg(c) for c in cfg] if cfg else [] if weights else [resolve_cfg("yolov5n.yaml")]
+    data, audit = check_data(prepare_data(data), ("train", "val"), named=data)  # bad files: listed once, left out
     settings = {
         **load_hyp(hyp),
-        "data": (data := prepare_data(data)),
+        "data": data,
         "epochs": epochs,
         "batch": batch_size,
         "imgsz": imgsz,
@@ -115,6 +119,7 @@ def train(
     rows = []
     for c in cfgs or [weights]:
         model = build(c, attn_init, nc=len(names)) if c != weights else YOLO(c)
+        model.add_callback("on_pretrain_routine_start", lambda trainer: audit.write(trainer.save_dir))
         if c != weights and weights:
             report = transfer(weights, model.model)
             print(report.summary())
@@ -123,7 +128,7 @@ def train(
         run_name = Path(c).stem if len(cfgs) > 1 else name
         start = time.perf_counter()
         metrics = model.train(**settings, freeze=freeze_layers(freeze, model.model.yaml), project=str(project),
-                              name=run_name, exist_ok=exist_ok)
+                              name=run_name, exist_ok=exist_ok, trainer=ResumableTrainer)
         row = {"variant": Path(c).stem, **model_size(model.model, imgsz), **box_metrics(metrics)}
         row["train(s)"] = time.perf_counter() - start
         row["save_dir"] = str(model.trainer.save_dir)

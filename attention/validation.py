@@ -22,6 +22,7 @@ from ultralytics.utils.metrics import DetMetrics
 from ultralytics.utils.files import increment_path
 
 from attention.coco import evaluate, image_id, size_bins, split_images, yolo_to_coco
+from attention.data_audit import check_data
 from attention.dataset import EMBEDDED_DATA, prepare_data
 from attention.paths import resolve_weights
 from attention.report import METRIC_COLUMNS, box_metrics, format_table, model_size, write_table
@@ -129,10 +130,11 @@ def val(
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     paths = [resolve_weights(w) for w in weights]
     bins = size_bins(size_bins_spec)
-    data = prepare_data(data)
+    data, audit = check_data(prepare_data(data), (task,), named=data)  # bad files: listed once, left out
     cfg, images = load_split(data, task)
     names = [cfg["names"][i] for i in sorted(cfg["names"])]
     save_dir = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
+    audit.write(save_dir)
     tile_imgsz, imgsz = imgsz, imgsz or 640
     if slice_size:  # the same table from sliced inference: tiles at native resolution unless --imgsz says otherwise
         scorer = lambda model, data, images, names, bins, task, out, **_: sliced_score(
