@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attention import fused
+from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks._checks import check_int
 from attention.registry import register
 
@@ -37,17 +38,23 @@ class CA(nn.Module):
         n, c, h, w = x.shape
         mip = self.conv1.out_channels
         y = torch.cat([x.mean(dim=3), x.mean(dim=2)], dim=2)  # (N, C, H+W): rows, then columns
-        y = torch.baddbmm(self.conv1.bias.view(1, mip, 1), self.conv1.weight.view(1, mip, c).expand(n, mip, c), y)
         bn = self.bn1
-        if self.training:  # batch statistics over rows and columns together, running stats updated
-            y = bn(y.unsqueeze(3)).squeeze(3)
-        else:
-            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        y = F.hardswish(y)  # (N, mip, H+W)
-        a_h = torch.baddbmm(self.conv_h.bias.view(1, c, 1), self.conv_h.weight.view(1, c, mip).expand(n, c, mip),
-                            y[:, :, :h]).sigmoid_()  # (N, C, H)
-        a_w = torch.baddbmm(self.conv_w.bias.view(1, c, 1), self.conv_w.weight.view(1, c, mip).expand(n, c, mip),
-                            y[:, :, h:]).sigmoid_()  # (N, C, W)
+        # The small descriptor path in float32 under fp16/AMP: with a flat map BN's batch variance is 0 and
+        # its backward scales by 1/sqrt(eps), which overflows fp16 gradients. No-ops in float32.
+        with full_precision(x):
+            w1 = fp32(self.conv1.weight).view(1, mip, c).expand(n, mip, c)
+            y = torch.baddbmm(fp32(self.conv1.bias).view(1, mip, 1), w1, fp32(y))
+            if self.training:  # batch statistics over rows and columns together, running stats updated
+                y = fp32(bn(y.to(bn.weight.dtype).unsqueeze(3)).squeeze(3))
+            else:
+                y = F.batch_norm(y, fp32(bn.running_mean), fp32(bn.running_var), fp32(bn.weight), fp32(bn.bias),
+                                 False, 0.0, bn.eps)
+            y = F.hardswish(y)  # (N, mip, H+W)
+            wh = fp32(self.conv_h.weight).view(1, c, mip).expand(n, c, mip)
+            ww = fp32(self.conv_w.weight).view(1, c, mip).expand(n, c, mip)
+            a_h = torch.baddbmm(fp32(self.conv_h.bias).view(1, c, 1), wh, y[:, :, :h]).sigmoid_()  # (N, C, H)
+            a_w = torch.baddbmm(fp32(self.conv_w.bias).view(1, c, 1), ww, y[:, :, h:]).sigmoid_()  # (N, C, W)
+        a_h, a_w = to_dtype(a_h, x.dtype), to_dtype(a_w, x.dtype)
         gate = a_h.view(n, c, h, 1) * a_w.view(n, c, 1, w)  # a_h * a_w, (N, C, H, W)
         # Without autograd the gate's own buffer takes the product (x is never written).
         return gate.mul_(x) if not torch.is_grad_enabled() else x * gate

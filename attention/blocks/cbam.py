@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attention import fused
+from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks._checks import check_hidden, check_int
 from attention.registry import AttentionConfigError, register
 
@@ -41,7 +42,8 @@ class CBAM(nn.Module):
         n, c, h, w = x.shape
         hidden = self.mlp[0].out_channels
         lib = fused.usable(x)
-        if lib is not None and fused.weights_ok(self.mlp[0].weight, self.spatial.weight):  # inference on a CPU: three passes over x in attention/fused.c
+        # Inference on a CPU: three passes over x in attention/fused.c.
+        if lib is not None and fused.weights_ok(self.mlp[0].weight, self.spatial.weight):
             z = F.linear(fused.mean_max(lib, x), self.mlp[0].weight.view(hidden, c)).relu_()
             z = z.sum(0, keepdim=True) if n == 1 else z[:n] + z[n:]  # one op where it can be
             mc = F.linear(z, self.mlp[2].weight.view(c, hidden)).sigmoid_()
@@ -52,9 +54,10 @@ class CBAM(nn.Module):
         # winning element, where amax's re-scans the whole map (5-10x the cost of the forward).
         grad = torch.is_grad_enabled()
         gmax = F.adaptive_max_pool2d(x, 1).view(n, c) if grad else x.amax(dim=(2, 3))
-        z = F.relu(F.linear(torch.cat([x.mean(dim=(2, 3)), gmax]), self.mlp[0].weight.view(hidden, c)))
-        mc = torch.sigmoid(F.linear(z[:n] + z[n:], self.mlp[2].weight.view(c, hidden)))
-        x = x * mc.view(n, c, 1, 1)
+        with full_precision(x):  # fp16: relu(W1 avg) + relu(W1 max) can overflow, so the (2N, C) path is float32
+            z = F.relu(F.linear(fp32(torch.cat([x.mean(dim=(2, 3)), gmax])), fp32(self.mlp[0].weight).view(hidden, c)))
+            mc = torch.sigmoid(F.linear(z[:n] + z[n:], fp32(self.mlp[2].weight).view(c, hidden)))
+        x = x * to_dtype(mc, x.dtype).view(n, c, 1, 1)
         # Spatial attention on [mean over C, max over C] of x * Mc.
         cmax = x.max(dim=1, keepdim=True)[0] if grad else x.amax(dim=1, keepdim=True)
         desc = torch.cat([x.mean(dim=1, keepdim=True), cmax], dim=1)  # (N, 2, H, W)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
+from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.registry import register
 
 
@@ -36,15 +37,21 @@ class CrissCrossAttention(nn.Module):
 
     def _once(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.query(x), self.key(x), self.value(x)
-        # Batched matrix products per column and per row (plain matmuls: no einsum path planning per shape).
-        e_col = (q.permute(0, 3, 2, 1) @ k.permute(0, 3, 1, 2)).permute(0, 2, 1, 3)  # (N, H, W, H'): (h, w) vs (h', w)
-        e_row = q.permute(0, 2, 3, 1) @ k.permute(0, 2, 1, 3)  # (N, H, W, W'): (h, w) vs (h, w')
-        # The position itself is in both its row and its column: keep it once (in the row).
-        ones = torch.ones_like(e_col[0, :, 0, :])  # (H, H'), from the shape alone: traces and exports
-        self_in_col = (ones.triu(1) + ones.tril(-1)) == 0
-        e_col = e_col.masked_fill(self_in_col.unsqueeze(1), float("-inf"))
-        h = e_col.shape[-1]
-        a = torch.softmax(torch.cat([e_col, e_row], dim=3), dim=3)  # one softmax over the whole cross
+        # Energies and softmax in float32 (autocast off): q.k overflows fp16 once q and k reach ~100.
+        # The weights (in [0, 1]) then meet v in v's dtype. No-ops for float32 input.
+        with full_precision(x):
+            q, k = fp32(q), fp32(k)
+            # Batched matrix products per column and per row (plain matmuls: no einsum path planning per shape).
+            # e_col: (N, H, W, H'), (h, w) vs (h', w); e_row: (N, H, W, W'), (h, w) vs (h, w').
+            e_col = (q.permute(0, 3, 2, 1) @ k.permute(0, 3, 1, 2)).permute(0, 2, 1, 3)
+            e_row = q.permute(0, 2, 3, 1) @ k.permute(0, 2, 1, 3)
+            # The position itself is in both its row and its column: keep it once (in the row).
+            ones = torch.ones_like(e_col[0, :, 0, :])  # (H, H'), from the shape alone: traces and exports
+            self_in_col = (ones.triu(1) + ones.tril(-1)) == 0
+            e_col = e_col.masked_fill(self_in_col.unsqueeze(1), float("-inf"))
+            h = e_col.shape[-1]
+            a = torch.softmax(torch.cat([e_col, e_row], dim=3), dim=3)  # one softmax over the whole cross
+        a = to_dtype(a, v.dtype)
         out_col = a[..., :h].permute(0, 2, 1, 3) @ v.permute(0, 3, 2, 1)  # (N, W, H, C)
         out_row = a[..., h:] @ v.permute(0, 2, 3, 1)  # (N, H, W, C)
         out = out_col.permute(0, 3, 2, 1) + out_row.permute(0, 3, 1, 2)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attention import fused
+from attention.blocks._precision import fp32, full_precision, sum32, to_dtype
 from attention.blocks._checks import check_int
 from attention.registry import AttentionConfigError, register
 
@@ -49,8 +50,9 @@ class ECA(nn.Module):
         if lib is not None and fused.weights_ok(self.conv.weight):
             return fused.eca(lib, x, self.conv.weight)  # inference on a CPU: one C call
         n, c, h, w = x.shape
-        s = F.conv1d(x.sum(dim=(2, 3)).view(n, 1, c), self.conv.weight, padding=self.conv.padding)  # (N, 1, C)
-        return x * s.mul_(1.0 / (h * w)).sigmoid_().view(n, c, 1, 1)
+        with full_precision(x):  # fp16: a map-wide sum overflows, so the (N, C) work is float32
+            s = F.conv1d(sum32(x).view(n, 1, c), fp32(self.conv.weight), padding=self.conv.padding)  # (N, 1, C)
+        return x * to_dtype(s.mul_(1.0 / (h * w)).sigmoid_(), x.dtype).view(n, c, 1, 1)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int, check_real
+from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.registry import AttentionConfigError, register
 
 GiB = 1024**3
@@ -50,7 +51,7 @@ class MHSA(nn.Module):
 
     def _check_memory(self, x: torch.Tensor) -> None:
         n, _, h, w = x.shape
-        need = self.attention_bytes(n, h, w, x.element_size())
+        need = self.attention_bytes(n, h, w, max(x.element_size(), 4))  # logits are float32 even for fp16 input
         if need > self.max_gib * GiB:
             raise RuntimeError(
                 f"MHSA: attention over a {h}x{w} feature map (batch {n}, {self.heads} heads) needs "
@@ -64,8 +65,8 @@ class MHSA(nn.Module):
         ih = torch.arange(h, device=dev)
         iw = torch.arange(w, device=dev)
         lim = self.max_dist - 1
-        eh = self.rel_h[(ih.view(1, -1) - ih.view(-1, 1)).clamp(-lim, lim) + lim]  # (H, H', d)
-        ew = self.rel_w[(iw.view(1, -1) - iw.view(-1, 1)).clamp(-lim, lim) + lim]  # (W, W', d)
+        eh = fp32(self.rel_h)[(ih.view(1, -1) - ih.view(-1, 1)).clamp(-lim, lim) + lim]  # (H, H', d), q's dtype
+        ew = fp32(self.rel_w)[(iw.view(1, -1) - iw.view(-1, 1)).clamp(-lim, lim) + lim]  # (W, W', d)
         n, m, _, _, d = q.shape
         # Batched over the query's row (column): plain matmuls, no einsum path planning per shape.
         lh = (q.permute(2, 0, 1, 3, 4).reshape(h, n * m * w, d) @ eh.transpose(1, 2))  # (H, N*heads*W, H')
@@ -81,20 +82,24 @@ class MHSA(nn.Module):
         n, c, h, w = x.shape
         m = self.heads
         q, k, v = self.qkv(x).reshape(n, 3, m, c // m, h * w).unbind(1)  # (N, heads, d, HW) each
-        q = q * self.scale
-        logits = q.transpose(2, 3) @ k  # (N, heads, HW, HW)
-        if self.pos_enc:
-            # As in BoTNet, the scaled q meets both the keys and the relative embeddings.
-            logits = logits + self._rel_logits(q.transpose(2, 3).reshape(n, m, h, w, c // m), h, w)
-        return logits.softmax(dim=-1), v
+        # Logits and softmax in float32 (autocast off): q.k sums d products and leaves fp16's range once
+        # q and k reach ~64; the weights (in [0, 1]) then meet v in v's dtype. No-ops for float32 input.
+        with full_precision(x):
+            q = fp32(q) * self.scale
+            logits = q.transpose(2, 3) @ fp32(k)  # (N, heads, HW, HW)
+            if self.pos_enc:
+                # As in BoTNet, the scaled q meets both the keys and the relative embeddings.
+                logits = logits + self._rel_logits(q.transpose(2, 3).reshape(n, m, h, w, c // m), h, w)
+            a = logits.softmax(dim=-1)
+        return a, v
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, heads, H*W, H*W) attention weights on x: row i is where position i looks (for attention maps)."""
+        """The (N, heads, H*W, H*W) attention weights on x (float32 for fp16 input): row i is where position i looks."""
         return self._attend(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, v = self._attend(x)
-        out = (v @ a.transpose(2, 3)).reshape(x.shape)  # out_i = sum_j a_ij v_j
+        out = (v @ to_dtype(a, v.dtype).transpose(2, 3)).reshape(x.shape)  # out_i = sum_j a_ij v_j
         return x + self.proj(out)
 
     def extra_repr(self) -> str:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attention import fused
+from attention.blocks._precision import fp32, full_precision, sum32, to_dtype
 from attention.blocks._checks import check_hidden, check_int
 from attention.registry import register
 
@@ -35,5 +36,6 @@ class SE(nn.Module):
         if lib is not None and fused.weights_ok(self.fc1.weight, self.fc2.weight):
             return fused.se(lib, x, self.fc1.weight, self.fc2.weight)  # inference on a CPU: one C call
         n, c, h, w = x.shape
-        s = torch.mm(torch.mm(x.sum(dim=(2, 3)), self.fc1.weight.t()).relu_(), self.fc2.weight.t())
-        return x * s.mul_(1.0 / (h * w)).sigmoid_().view(n, c, 1, 1)  # in place on fresh tensors
+        with full_precision(x):  # fp16: a map-wide sum overflows (1600 values of 41), so (N, C) work is float32
+            s = torch.mm(torch.mm(sum32(x), fp32(self.fc1.weight).t()).relu_(), fp32(self.fc2.weight).t())
+        return x * to_dtype(s.mul_(1.0 / (h * w)).sigmoid_(), x.dtype).view(n, c, 1, 1)  # in place on fresh tensors

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attention.blocks._checks import check_int, check_real
+from attention.blocks._precision import fp32, to_dtype
 from attention.registry import register
 
 
@@ -24,9 +25,13 @@ class SimAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[2] * x.shape[3] - 1
-        d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)
+        # The energy in float32 for fp16/bf16 input: (x - mu)^2 overflows fp16 from |x - mu| = 256, and its
+        # sum over the map far sooner. The gate, in [0, 1], goes back to x's dtype.
+        xf = fp32(x)
+        d = (xf - xf.mean(dim=(2, 3), keepdim=True)).pow(2)
         v = d.sum(dim=(2, 3), keepdim=True) / max(n, 1)  # a 1x1 map has no "other" neurons: variance 0
-        return x * torch.sigmoid(d / (4 * (v + self.e_lambda)) + 0.5)
+        gate = torch.sigmoid(d / (4 * (v + self.e_lambda)) + 0.5)
+        return x * to_dtype(gate, x.dtype)
 
     def extra_repr(self) -> str:
         return f"e_lambda={self.e_lambda}"

@@ -41,13 +41,18 @@ class SKAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         u = torch.stack([branch(x) for branch in self.branches], dim=1)  # (N, M, C, H, W)
-        s = u.sum(dim=1).mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
         conv, bn, act = self.fc
+        # Fuse and squeeze, W mean(sum_m U_m), taken as sum_m W mean(U_m) (W is linear and bias-free). Equal,
+        # but in fp16 U_1 + U_2, or mean(U_1) + mean(U_2), overflows when two in-range branches near 4e4 add
+        # up; this way only W's outputs, activations like any other, have to fit.
+        m = u.shape[1]
+        y = conv(u.mean(dim=(3, 4), keepdim=True).view(n * m, c, 1, 1))
+        y = y.view(n, m, -1, 1, 1).sum(dim=1)  # (N, d, 1, 1)
         if self.training and n == 1:
             # A batch of one pooled vector has no batch statistics (a trainer's last batch can be 1 image):
             # use the running ones for it. A shape check, not a value check.
-            z = act(F.batch_norm(conv(s), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
+            z = act(F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
         else:
-            z = self.fc(s)  # (N, d, 1, 1)
+            z = act(bn(y))  # (N, d, 1, 1)
         a = torch.softmax(self.fcs(z).view(n, -1, c, 1, 1), dim=1)  # (N, M, C, 1, 1)
         return (u * a).sum(dim=1)
