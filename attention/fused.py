@@ -133,6 +133,17 @@ def disabled():
         _lib, _tried = saved
 
 
+# SE and ECA are two plain passes, which PyTorch spreads over its threads; the C form runs on one. With
+# several threads it loses on maps of 0.8M values and more (1.1-1.4x slower on 2 cores, benchmarked), so
+# there they keep the PyTorch form. CA and CBAM's C forms won at every size tried.
+SINGLE_PASS_LIMIT = 1 << 19
+
+
+def plain_passes_ok(x: torch.Tensor) -> bool:
+    """Whether SE's or ECA's C form beats PyTorch's parallel passes on x."""
+    return x.numel() < SINGLE_PASS_LIMIT or torch.get_num_threads() == 1
+
+
 def weights_ok(*tensors: torch.Tensor) -> bool:
     """The C code reads weights as contiguous float32 arrays: anything else takes the PyTorch forms."""
     return all(t.dtype == torch.float32 and t.is_contiguous() and t.is_cpu for t in tensors)

@@ -162,3 +162,28 @@ def test_portable_build_equals_reference(monkeypatch, tmp_path) -> None:
         x = torch.randn(shape)
         with torch.no_grad():
             torch.testing.assert_close(block(x), reference.REFERENCES[name](block, x), **OUT_TOL)
+
+
+@needs_cc
+@pytest.mark.parametrize("name", ["SE", "ECA"])
+def test_plain_passes_stay_parallel_on_large_maps(monkeypatch, name: str) -> None:
+    # Several threads and a map of 2^19 values or more: PyTorch's parallel passes, not the one-thread C form.
+    block = make(name, 1, 32).eval()
+    big, small = torch.randn(1, 32, 128, 128), torch.randn(1, 32, 20, 20)
+    spy = _Counting(fused.library())
+    monkeypatch.setattr(fused, "_lib", spy)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            out = block(big)
+            assert spy.calls == []
+            block(small)
+            assert spy.calls
+            torch.set_num_threads(1)
+            spy.calls.clear()
+            torch.testing.assert_close(block(big), out, **OUT_TOL)
+            assert spy.calls
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(out, reference.REFERENCES[name](block, big), **OUT_TOL)

@@ -47,7 +47,7 @@ class ECA(nn.Module):
         # Sum, not mean: the convolution is linear, so the division by H*W follows it on the
         # C-vector (cheaper than the mean's). Functional: no module-call overhead.
         lib = fused.usable(x)
-        if lib is not None and fused.weights_ok(self.conv.weight):
+        if lib is not None and fused.weights_ok(self.conv.weight) and fused.plain_passes_ok(x):
             return fused.eca(lib, x, self.conv.weight)  # inference on a CPU: one C call
         n, c, h, w = x.shape
         with full_precision(x):  # fp16: a map-wide sum overflows, so the (N, C) work is float32

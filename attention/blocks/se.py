@@ -33,7 +33,7 @@ class SE(nn.Module):
         # Sum instead of mean (a quarter cheaper): relu(W1 s / HW) = relu(W1 s) / HW, so the one
         # division lands on the C-vector after fc2.
         lib = fused.usable(x)
-        if lib is not None and fused.weights_ok(self.fc1.weight, self.fc2.weight):
+        if lib is not None and fused.weights_ok(self.fc1.weight, self.fc2.weight) and fused.plain_passes_ok(x):
             return fused.se(lib, x, self.fc1.weight, self.fc2.weight)  # inference on a CPU: one C call
         n, c, h, w = x.shape
         with full_precision(x):  # fp16: a map-wide sum overflows (1600 values of 41), so (N, C) work is float32
