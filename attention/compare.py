@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from ultralytics import YOLO
+from ultralytics.nn import tasks
 
 from attention.cli import run as run_cli
 from attention.coco import size_bins as parse_bins
@@ -54,7 +54,8 @@ def verdict(low: float, high: float) -> str:
 def _finished(run: Path) -> bool:
     """ultralytics marks a completed run by stripping its last.pt (epoch -1)."""
     last = run / "weights" / "last.pt"
-    return last.is_file() and torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1) == -1
+    # ultralytics' loader, so ULTRALYTICS_SAFE_LOAD=1 covers this read too
+    return last.is_file() and tasks.torch_safe_load(last)[0].get("epoch", -1) == -1
 
 
 def _settings(opt: dict[str, Any]) -> dict[str, Any]:
