@@ -96,6 +96,17 @@ def test_ca_fold_follows_in_place_weight_updates() -> None:
 
 
 @needs_cc
+@pytest.mark.parametrize("assign", [False, True])
+def test_ca_fold_follows_load_state_dict(assign: bool) -> None:
+    block, other = make("CA", 1, 16).eval(), make("CA", 0, 16).eval()
+    x = torch.randn(1, 16, 12, 12)
+    with torch.no_grad():
+        block(x)  # fold cached
+        block.load_state_dict(other.state_dict(), assign=assign)
+        torch.testing.assert_close(block(x), reference.ca(other, x), **OUT_TOL)
+
+
+@needs_cc
 def test_ca_fold_is_never_pickled() -> None:
     block = make("CA", 1, 16).eval()
     with torch.no_grad():

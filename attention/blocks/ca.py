@@ -68,7 +68,8 @@ class CA(nn.Module):
 
     def _folded(self) -> tuple[torch.Tensor, ...]:
         """(conv1 weight and bias with BN folded in, conv_h and conv_w weights and biases) as contiguous
-        matrices, kept until any source tensor changes (in-place updates such as an EMA bump its version)."""
+        matrices, kept until any source tensor changes (in-place updates such as an EMA bump its version;
+        .to() and load_state_dict drop the fold). A parameter object swapped in by hand is not seen."""
         src = getattr(self, "_fold_src", None)
         if src is None:
             src = self._fold_src = (self.conv1.weight, self.conv1.bias, self.bn1.weight, self.bn1.bias,
@@ -88,6 +89,10 @@ class CA(nn.Module):
     def _apply(self, fn, recurse=True):  # .to(), .half(), ...: tensors are replaced, the fold is stale
         self._fold_src = self._fold_versions = None
         return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # load_state_dict(assign=True) swaps the tensors too
+        self._fold_src = self._fold_versions = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def __getstate__(self) -> dict:  # the fold is derived data: never pickled into checkpoints
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
