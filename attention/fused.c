@@ -17,30 +17,51 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+/* A block of up to 64 columns (the AVX-512 loops' unit): nv vectors of 16, mask[v] covering exactly the
+ * columns of vector v, so a short row (20 floats at P5) ends in one masked load or store. */
+typedef struct {
+    long nv;
+    __mmask16 mask[4];
+} Chunk;
+
+static inline Chunk chunk64(long width) {
+    Chunk ck = {(width + 15) / 16, {0, 0, 0, 0}};
+    for (int v = 0; v < 4; ++v) {
+        const long n = width - 16 * v;
+        ck.mask[v] = (__mmask16)(n >= 16 ? 0xFFFFu : n <= 0 ? 0u : (1u << n) - 1u);
+    }
+    return ck;
+}
+
+/* Stores the chunk's vectors a0..a3 (those it has) at o. */
+static inline void store64(float *o, Chunk ck, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    _mm512_mask_storeu_ps(o, ck.mask[0], a0);
+    if (ck.nv > 1) _mm512_mask_storeu_ps(o + 16, ck.mask[1], a1);
+    if (ck.nv > 2) _mm512_mask_storeu_ps(o + 32, ck.mask[2], a2);
+    if (ck.nv > 3) _mm512_mask_storeu_ps(o + 48, ck.mask[3], a3);
+}
+
 /* Column sums stay in registers while the rows stream past (adding into memory row after row
  * chains every row on a store-to-load round trip), 64 columns at a time; each row's slice is added
  * up vertically, then horizontally once. rows must be zeroed; cols is written. */
 static void row_col_sums(const float *R xp, long h, long w, float *R rows, float *R cols) {
     for (long j0 = 0; j0 < w; j0 += 64) {
-        const long width = w - j0 < 64 ? w - j0 : 64;
-        const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);  /* 1..16 columns in the last vector */
-        const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
+        const Chunk ck = chunk64(w - j0 < 64 ? w - j0 : 64);
+        const long nv = ck.nv;
+        const __mmask16 k0 = ck.mask[0], k1 = ck.mask[1], k2 = ck.mask[2], k3 = ck.mask[3];
         __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
         for (long i = 0; i < h; ++i) {
             const float *r = xp + i * w + j0;
             __m512 v0, v1 = _mm512_setzero_ps(), v2 = v1, v3 = v1;
-            v0 = _mm512_maskz_loadu_ps(nv == 1 ? mt : 0xFFFF, r);
-            if (nv > 1) v1 = _mm512_maskz_loadu_ps(nv == 2 ? mt : 0xFFFF, r + 16);
-            if (nv > 2) v2 = _mm512_maskz_loadu_ps(nv == 3 ? mt : 0xFFFF, r + 32);
-            if (nv > 3) v3 = _mm512_maskz_loadu_ps(mt, r + 48);
+            v0 = _mm512_maskz_loadu_ps(k0, r);
+            if (nv > 1) v1 = _mm512_maskz_loadu_ps(k1, r + 16);
+            if (nv > 2) v2 = _mm512_maskz_loadu_ps(k2, r + 32);
+            if (nv > 3) v3 = _mm512_maskz_loadu_ps(k3, r + 48);
             c0 = _mm512_add_ps(c0, v0), c1 = _mm512_add_ps(c1, v1);
             c2 = _mm512_add_ps(c2, v2), c3 = _mm512_add_ps(c3, v3);
             rows[i] += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3)));
         }
-        _mm512_mask_storeu_ps(cols + j0, nv == 1 ? mt : 0xFFFF, c0);
-        if (nv > 1) _mm512_mask_storeu_ps(cols + j0 + 16, nv == 2 ? mt : 0xFFFF, c1);
-        if (nv > 2) _mm512_mask_storeu_ps(cols + j0 + 32, nv == 3 ? mt : 0xFFFF, c2);
-        if (nv > 3) _mm512_mask_storeu_ps(cols + j0 + 48, mt, c3);
+        store64(cols + j0, ck, c0, c1, c2, c3);
     }
 }
 #else
@@ -89,22 +110,21 @@ void ca_pool(const float *R x, long planes, long h, long w, float *R out) {
 void ca_apply(const float *R x, const float *R g, long planes, long h, long w, float *R out) {
     for (long p = 0; p < planes; ++p) {
         for (long j0 = 0; j0 < w; j0 += 64) {
-            const long width = w - j0 < 64 ? w - j0 : 64;
-            const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
-            const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
-            const __mmask16 m0 = nv == 1 ? mt : 0xFFFF, m1 = nv == 2 ? mt : 0xFFFF, m2 = nv == 3 ? mt : 0xFFFF;
+            const Chunk ck = chunk64(w - j0 < 64 ? w - j0 : 64);
+            const long nv = ck.nv;
+            const __mmask16 k0 = ck.mask[0], k1 = ck.mask[1], k2 = ck.mask[2], k3 = ck.mask[3];
             const float *aw = g + p * (h + w) + h + j0;
-            const __m512 g0 = _mm512_maskz_loadu_ps(m0, aw), g1 = nv > 1 ? _mm512_maskz_loadu_ps(m1, aw + 16) : g0,
-                         g2 = nv > 2 ? _mm512_maskz_loadu_ps(m2, aw + 32) : g0,
-                         g3 = nv > 3 ? _mm512_maskz_loadu_ps(mt, aw + 48) : g0;
+            const __m512 g0 = _mm512_maskz_loadu_ps(k0, aw), g1 = nv > 1 ? _mm512_maskz_loadu_ps(k1, aw + 16) : g0,
+                         g2 = nv > 2 ? _mm512_maskz_loadu_ps(k2, aw + 32) : g0,
+                         g3 = nv > 3 ? _mm512_maskz_loadu_ps(k3, aw + 48) : g0;
             for (long i = 0; i < h; ++i) {
                 const __m512 a = _mm512_set1_ps(g[p * (h + w) + i]);
                 const float *r = x + (p * h + i) * w + j0;
                 float *o = out + (p * h + i) * w + j0;
-                _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, r), g0), a));
-                if (nv > 1) _mm512_mask_storeu_ps(o + 16, m1, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, r + 16), g1), a));
-                if (nv > 2) _mm512_mask_storeu_ps(o + 32, m2, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m2, r + 32), g2), a));
-                if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mt, r + 48), g3), a));
+                _mm512_mask_storeu_ps(o, k0, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k0, r), g0), a));
+                if (nv > 1) _mm512_mask_storeu_ps(o + 16, k1, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k1, r + 16), g1), a));
+                if (nv > 2) _mm512_mask_storeu_ps(o + 32, k2, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k2, r + 32), g2), a));
+                if (nv > 3) _mm512_mask_storeu_ps(o + 48, k3, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k3, r + 48), g3), a));
             }
         }
     }
@@ -124,148 +144,53 @@ void ca_apply(const float *R x, const float *R g, long planes, long h, long w, f
 }
 #endif
 
+/* out[r, t] = bias[r] + sum_k coef[r * cstride + k] * src[k * sstride + t] for r < rows, t < len: every
+ * small matrix product of CA's gates (conv1 over the pooled map, conv_h and conv_w over its output). */
 #if defined(__AVX512F__)
-/* z[m] = w1[m] . y + b1[m] over the c rows of y (c x L): up to 64 columns summed over all channels in
- * registers, one store each. */
-static void conv1_rows(const float *R y, const float *R w1, const float *R b1, long c, long mip, long L, float *R z) {
-    for (long m = 0; m < mip; ++m) {
-        const float *wr = w1 + m * c;
-        for (long t0 = 0; t0 < L; t0 += 64) {
-            const long width = L - t0 < 64 ? L - t0 : 64;
-            const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
-            const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
-            const __mmask16 k0 = nv == 1 ? mt : 0xFFFF, k1 = nv == 2 ? mt : 0xFFFF, k2 = nv == 3 ? mt : 0xFFFF;
-            const __m512 bias = _mm512_set1_ps(b1[m]);
-            __m512 a0 = bias, a1 = bias, a2 = bias, a3 = bias, e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
-            long ch = 0;
-            for (; ch + 2 <= c; ch += 2) {  /* even and odd channels in separate sums: twice the chains */
-                const __m512 wv = _mm512_set1_ps(wr[ch]), wu = _mm512_set1_ps(wr[ch + 1]);
-                const float *yr = y + ch * L + t0, *yu = yr + L;
-                a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, yr), a0);
-                e0 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k0, yu), e0);
-                if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, yr + 16), a1),
-                            e1 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k1, yu + 16), e1);
-                if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, yr + 32), a2),
-                            e2 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k2, yu + 32), e2);
-                if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, yr + 48), a3),
-                            e3 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(mt, yu + 48), e3);
+/* Up to 64 columns of an output row summed over all k in registers, one store each. */
+static void dot_rows(const float *R src, long sstride, long kn, const float *R coef, long cstride,
+                     const float *R bias, long rows, long len, float *R out, long ostride) {
+    for (long r = 0; r < rows; ++r) {
+        const float *cr = coef + r * cstride;
+        for (long t0 = 0; t0 < len; t0 += 64) {
+            const Chunk ck = chunk64(len - t0 < 64 ? len - t0 : 64);
+            const long nv = ck.nv;
+            const __mmask16 k0 = ck.mask[0], k1 = ck.mask[1], k2 = ck.mask[2], k3 = ck.mask[3];
+            const __m512 b = _mm512_set1_ps(bias[r]);
+            __m512 a0 = b, a1 = b, a2 = b, a3 = b;
+            for (long k = 0; k < kn; ++k) {
+                const __m512 wv = _mm512_set1_ps(cr[k]);
+                const float *s = src + k * sstride + t0;
+                a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, s), a0);
+                if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, s + 16), a1);
+                if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, s + 32), a2);
+                if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k3, s + 48), a3);
             }
-            if (ch < c) {
-                const __m512 wv = _mm512_set1_ps(wr[ch]);
-                const float *yr = y + ch * L + t0;
-                a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, yr), a0);
-                if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, yr + 16), a1);
-                if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, yr + 32), a2);
-                if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, yr + 48), a3);
-            }
-            a0 = _mm512_add_ps(a0, e0), a1 = _mm512_add_ps(a1, e1), a2 = _mm512_add_ps(a2, e2), a3 = _mm512_add_ps(a3, e3);
-            float *o = z + m * L + t0;
-            _mm512_mask_storeu_ps(o, k0, a0);
-            if (nv > 1) _mm512_mask_storeu_ps(o + 16, k1, a1);
-            if (nv > 2) _mm512_mask_storeu_ps(o + 32, k2, a2);
-            if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, a3);
+            float *o = out + r * ostride + t0;
+            store64(o, ck, a0, a1, a2, a3);
         }
     }
 }
 #else
-static void conv1_rows(const float *R y, const float *R w1, const float *R b1, long c, long mip, long L, float *R z) {
-    for (long m = 0; m < mip; ++m)
-        for (long t = 0; t < L; ++t) z[m * L + t] = b1[m];
-    long ch = 0;
-    for (; ch + 4 <= c; ch += 4) { /* four channels per sweep of a row of z: a quarter of the short loops */
-        const float *y0 = y + ch * L, *y1 = y0 + L, *y2 = y1 + L, *y3 = y2 + L;
-        for (long m = 0; m < mip; ++m) {
-            const float *wr = w1 + m * c + ch;
-            const float a0 = wr[0], a1 = wr[1], a2 = wr[2], a3 = wr[3];
-            float *zr = z + m * L;
+/* Four source rows per sweep of an output row: a quarter of the short loops and of its loads and stores. */
+static void dot_rows(const float *R src, long sstride, long kn, const float *R coef, long cstride,
+                     const float *R bias, long rows, long len, float *R out, long ostride) {
+    for (long r = 0; r < rows; ++r) {
+        const float *cr = coef + r * cstride;
+        float *o = out + r * ostride;
+        for (long t = 0; t < len; ++t) o[t] = bias[r];
+        long k = 0;
+        for (; k + 4 <= kn; k += 4) {
+            const float *s0 = src + k * sstride, *s1 = s0 + sstride, *s2 = s1 + sstride, *s3 = s2 + sstride;
+            const float c0 = cr[k], c1 = cr[k + 1], c2 = cr[k + 2], c3 = cr[k + 3];
 #pragma omp simd
-            for (long t = 0; t < L; ++t) zr[t] += (a0 * y0[t] + a1 * y1[t]) + (a2 * y2[t] + a3 * y3[t]);
+            for (long t = 0; t < len; ++t) o[t] += (c0 * s0[t] + c1 * s1[t]) + (c2 * s2[t] + c3 * s3[t]);
         }
-    }
-    for (; ch < c; ++ch) {
-        const float *yr = y + ch * L;
-        for (long m = 0; m < mip; ++m) {
-            const float wt = w1[m * c + ch];
-            float *zr = z + m * L;
+        for (; k < kn; ++k) {
+            const float *s = src + k * sstride;
+            const float cf = cr[k];
 #pragma omp simd
-            for (long t = 0; t < L; ++t) zr[t] += wt * yr[t];
-        }
-    }
-}
-#endif
-
-#if defined(__AVX512F__)
-/* g[ch] = [wh[ch] . z[:, :h] + bh[ch], ww[ch] . z[:, h:] + bw[ch]]: per channel, up to 64 columns
- * of a part summed over all mip rows of z in registers (z is L1-resident), one store each. */
-static void gate_rows(const float *R z, const float *R wh, const float *R bh, const float *R ww,
-                      const float *R bw, long c, long mip, long h, long w, float *R g) {
-    const long L = h + w;
-    for (long ch = 0; ch < c; ++ch) {
-        for (int part = 0; part < 2; ++part) {
-            const long off = part ? h : 0, len = part ? w : h;
-            const float *coef = (part ? ww : wh) + ch * mip;
-            const __m512 bias = _mm512_set1_ps(part ? bw[ch] : bh[ch]);
-            for (long t0 = 0; t0 < len; t0 += 64) {
-                const long width = len - t0 < 64 ? len - t0 : 64;
-                const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
-                const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
-                const __mmask16 k0 = nv == 1 ? mt : 0xFFFF, k1 = nv == 2 ? mt : 0xFFFF, k2 = nv == 3 ? mt : 0xFFFF;
-                /* Even and odd rows of z in separate sums: twice the independent FMA chains. */
-                __m512 a0 = bias, a1 = bias, a2 = bias, a3 = bias, e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
-                long m = 0;
-                for (; m + 2 <= mip; m += 2) {
-                    const __m512 wv = _mm512_set1_ps(coef[m]), wu = _mm512_set1_ps(coef[m + 1]);
-                    const float *zr = z + m * L + off + t0, *zu = zr + L;
-                    a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, zr), a0);
-                    e0 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k0, zu), e0);
-                    if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, zr + 16), a1),
-                                e1 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k1, zu + 16), e1);
-                    if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, zr + 32), a2),
-                                e2 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(k2, zu + 32), e2);
-                    if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, zr + 48), a3),
-                                e3 = _mm512_fmadd_ps(wu, _mm512_maskz_loadu_ps(mt, zu + 48), e3);
-                }
-                if (m < mip) {
-                    const __m512 wv = _mm512_set1_ps(coef[m]);
-                    const float *zr = z + m * L + off + t0;
-                    a0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k0, zr), a0);
-                    if (nv > 1) a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k1, zr + 16), a1);
-                    if (nv > 2) a2 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k2, zr + 32), a2);
-                    if (nv > 3) a3 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt, zr + 48), a3);
-                }
-                a0 = _mm512_add_ps(a0, e0), a1 = _mm512_add_ps(a1, e1), a2 = _mm512_add_ps(a2, e2), a3 = _mm512_add_ps(a3, e3);
-                float *o = g + ch * L + off + t0;
-                _mm512_mask_storeu_ps(o, k0, a0);
-                if (nv > 1) _mm512_mask_storeu_ps(o + 16, k1, a1);
-                if (nv > 2) _mm512_mask_storeu_ps(o + 32, k2, a2);
-                if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, a3);
-            }
-        }
-    }
-}
-#else
-static void gate_rows(const float *R z, const float *R wh, const float *R bh, const float *R ww,
-                      const float *R bw, long c, long mip, long h, long w, float *R g) {
-    const long L = h + w;
-    for (long ch = 0; ch < c; ++ch) {
-        float *gr = g + ch * L;
-        const float *a = wh + ch * mip, *bb = ww + ch * mip;
-        for (long t = 0; t < h; ++t) gr[t] = bh[ch];
-        for (long t = h; t < L; ++t) gr[t] = bw[ch];
-        long m = 0;
-        for (; m + 4 <= mip; m += 4) { /* four rows of z per sweep: a quarter of the short loops */
-            const float *z0 = z + m * L, *z1 = z0 + L, *z2 = z1 + L, *z3 = z2 + L;
-#pragma omp simd
-            for (long t = 0; t < h; ++t) gr[t] += (a[m] * z0[t] + a[m + 1] * z1[t]) + (a[m + 2] * z2[t] + a[m + 3] * z3[t]);
-#pragma omp simd
-            for (long t = h; t < L; ++t) gr[t] += (bb[m] * z0[t] + bb[m + 1] * z1[t]) + (bb[m + 2] * z2[t] + bb[m + 3] * z3[t]);
-        }
-        for (; m < mip; ++m) {
-            const float *zr = z + m * L;
-#pragma omp simd
-            for (long t = 0; t < h; ++t) gr[t] += a[m] * zr[t];
-#pragma omp simd
-            for (long t = h; t < L; ++t) gr[t] += bb[m] * zr[t];
+            for (long t = 0; t < len; ++t) o[t] += cf * s[t];
         }
     }
 }
@@ -282,13 +207,14 @@ int ca_gates(const float *R y, const float *R w1, const float *R b1, const float
     for (long b = 0; b < n; ++b) {
         const float *yb = y + b * c * L;
         float *gb = g + b * c * L;
-        conv1_rows(yb, w1, b1, c, mip, L, z);
+        dot_rows(yb, L, c, w1, c, b1, mip, L, z, L);  /* conv1, BN folded in */
 #pragma omp simd
         for (long t = 0; t < mip * L; ++t) {  /* hardswish: z * relu6(z + 3) / 6 */
             const float r6 = z[t] + 3.0f < 0.0f ? 0.0f : z[t] + 3.0f > 6.0f ? 6.0f : z[t] + 3.0f;
             z[t] = z[t] * r6 / 6.0f;
         }
-        gate_rows(z, wh, bh, ww, bw, c, mip, h, w, gb);
+        dot_rows(z, L, mip, wh, mip, bh, c, h, gb, L);  /* conv_h on the row part */
+        dot_rows(z + h, L, mip, ww, mip, bw, c, w, gb + h, L);  /* conv_w on the column part */
     }
     free(z);
     return 0;
@@ -438,9 +364,8 @@ static void conv_2to1(const float *R pad, long ph, long pw, const float *R weigh
                       float *R out) {
     for (long i = 0; i < h; ++i) {
         for (long j0 = 0; j0 < w; j0 += 64) {
-            const long width = w - j0 < 64 ? w - j0 : 64;
-            const long nv = (width + 15) / 16, tail = width - 16 * (nv - 1);
-            const __mmask16 mt = (__mmask16)(tail == 16 ? 0xFFFFu : (1u << tail) - 1u);
+            const Chunk ck = chunk64(w - j0 < 64 ? w - j0 : 64);
+            const long nv = ck.nv;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (long ci = 0; ci < 2; ++ci) {
                 for (long di = 0; di < k; ++di) {
@@ -457,10 +382,7 @@ static void conv_2to1(const float *R pad, long ph, long pw, const float *R weigh
                 }
             }
             float *o = out + i * w + j0;
-            _mm512_mask_storeu_ps(o, nv == 1 ? mt : 0xFFFF, a0);
-            if (nv > 1) _mm512_mask_storeu_ps(o + 16, nv == 2 ? mt : 0xFFFF, a1);
-            if (nv > 2) _mm512_mask_storeu_ps(o + 32, nv == 3 ? mt : 0xFFFF, a2);
-            if (nv > 3) _mm512_mask_storeu_ps(o + 48, mt, a3);
+            store64(o, ck, a0, a1, a2, a3);
         }
     }
 }
