@@ -5,7 +5,7 @@ ultralytics model YAML can name a block (``[-1, 1, CBAM, []]``) without a channe
 It also puts the blocks on ultralytics' restricted-loading allow-list (attention.safe_load).
 """
 
-from attention.registry import AttentionConfigError, available, get, register
+from attention.blocks.registry import AttentionConfigError, available, get, register
 from attention import blocks  # noqa: F401  (registers the built-in blocks)
 from attention.hook import install
 from attention import safe_load

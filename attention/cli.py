@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from attention.registry import AttentionConfigError
+from attention.blocks.registry import AttentionConfigError
 from attention.safe_load import UnsafeCheckpointError
 
 # Errors a user causes with a flag, a YAML or a file; anything else keeps its traceback.

@@ -20,8 +20,8 @@ import torch
 from ultralytics.nn import tasks
 from ultralytics.utils import LOGGER
 
-from attention.gate import INITS, IdentityGate
-from attention.registry import AttentionConfigError, available, get, is_registered
+from attention.blocks.gate import INITS, IdentityGate
+from attention.blocks.registry import AttentionConfigError, available, get, is_registered
 
 # Local variables of parse_model our rows rely on; tests/test_hook.py fails loudly if they move.
 PARSER_LOCALS = ("ch", "f", "width", "max_channels")

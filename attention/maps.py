@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attention.gate import IdentityGate
+from attention.blocks.gate import IdentityGate
 from attention.transfer import is_attention
 
 CHANNEL_ONLY = {"SE", "ECA", "SOCA"}

@@ -23,8 +23,8 @@ from pathlib import Path
 from torch import nn
 from ultralytics.nn import tasks
 
-from attention.gate import IdentityGate
-from attention.registry import _BLOCKS
+from attention.blocks.gate import IdentityGate
+from attention.blocks.registry import _BLOCKS
 
 # What our hook relies on in ultralytics.nn.tasks; tests/test_safe_load.py fails loudly if they move.
 SAFE_LOAD_ATTRS = ("loading", "_build", "_registry", "_lock")

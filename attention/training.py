@@ -15,7 +15,7 @@ from attention.checkpoints import ResumableTrainer, check_resumable
 from attention.config import load_mapping
 from attention.data_audit import check_data
 from attention.dataset import EMBEDDED_DATA, prepare_data
-from attention.gate import INITS
+from attention.blocks.gate import INITS
 from attention.paths import resolve_cfg, resolve_weights
 from attention.report import box_metrics, format_table, model_size, write_table
 from attention.transfer import TransferReport, transfer

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attention.registry import _BLOCKS
+from attention.blocks.registry import _BLOCKS
 
 INPUT = -1  # the image, as the source of layer 0
 

@@ -25,7 +25,7 @@ import torch
 
 import attention  # noqa: F401
 from attention import fused, reference
-from attention.registry import get
+from attention.blocks.registry import get
 from flops import count_flops
 
 # YOLOv5s neck outputs (P3/8, P4/16, P5/32) at imgsz 640: (C, H, W)

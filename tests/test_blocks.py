@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from attention.blocks import CA, CBAM, ECA, SE
-from attention.registry import AttentionConfigError, get
+from attention.blocks.registry import AttentionConfigError, get
 
 SHAPES = [(2, 16, 8, 8), (2, 32, 7, 11), (1, 64, 13, 5), (2, 24, 1, 9)]
 TOL = 1e-5

@@ -17,7 +17,7 @@ from ultralytics.utils import LOGGER
 
 import attention
 from attention import hook
-from attention.registry import AttentionConfigError, _BLOCKS, register
+from attention.blocks.registry import AttentionConfigError, _BLOCKS, register
 
 from conftest import BLOCKS, MODELS, REPO
 

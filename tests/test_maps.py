@@ -11,7 +11,7 @@ import pytest
 import yaml
 from ultralytics import YOLO
 
-from attention.gate import IdentityGate
+from attention.blocks.gate import IdentityGate
 from attention.maps import attention_maps
 
 from conftest import MODELS, REPO

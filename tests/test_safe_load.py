@@ -24,8 +24,8 @@ from ultralytics.nn.tasks import DetectionModel
 import attention
 import attention.transfer
 from attention import safe_load
-from attention.gate import IdentityGate
-from attention.registry import _BLOCKS, available
+from attention.blocks.gate import IdentityGate
+from attention.blocks.registry import _BLOCKS, available
 
 from conftest import MODELS, REPO
 
@@ -241,7 +241,7 @@ def test_allow_list_holds_our_blocks_and_gate_only():
     allow = safe_load.allowed()
     assert set(allow.values()) >= {*_BLOCKS.values(), IdentityGate}
     assert allow["attention.blocks.cbam.CBAM"] is attention.get("CBAM")
-    assert allow["attention.gate.IdentityGate"] is IdentityGate
+    assert allow["attention.blocks.gate.IdentityGate"] is IdentityGate
     block_modules = {b.__module__ for b in _BLOCKS.values()}
     for name, cls in allow.items():
         assert name == f"{cls.__module__}.{cls.__qualname__}"

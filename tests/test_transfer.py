@@ -15,7 +15,7 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
 import attention
-from attention.gate import IdentityGate
+from attention.blocks.gate import IdentityGate
 from attention.training import build
 from attention.transfer import align, transfer
 

@@ -18,7 +18,7 @@ from attention.blocks import (
 )
 from attention.blocks.s2mlp import spatial_shift
 from attention.blocks.soca import covariance, sqrtm_newton_schulz
-from attention.registry import AttentionConfigError, get
+from attention.blocks.registry import AttentionConfigError, get
 
 from conftest import MODELS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from attention.registry import AttentionConfigError
+from attention.blocks.registry import AttentionConfigError
 
 
 def check_int(block: str, arg: str, value: object) -> int:

@@ -14,7 +14,7 @@ from torch import nn
 from attention import fused
 from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks._checks import check_hidden, check_int
-from attention.registry import AttentionConfigError, register
+from attention.blocks.registry import AttentionConfigError, register
 
 
 @register

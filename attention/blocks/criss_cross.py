@@ -7,7 +7,7 @@ from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
 from attention.blocks._precision import fp32, full_precision, to_dtype
-from attention.registry import register
+from attention.blocks.registry import register
 
 
 @register

@@ -12,7 +12,7 @@ from torch import nn
 from attention import fused
 from attention.blocks._precision import fp32, full_precision, sum32, to_dtype
 from attention.blocks._checks import check_int
-from attention.registry import AttentionConfigError, register
+from attention.blocks.registry import AttentionConfigError, register
 
 
 def eca_kernel_size(channels: int, b: float = 1, gamma: float = 2) -> int:

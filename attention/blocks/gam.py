@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
-from attention.registry import register
+from attention.blocks.registry import register
 
 
 @register

@@ -7,7 +7,7 @@ from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int, check_real
 from attention.blocks._precision import fp32, full_precision, to_dtype
-from attention.registry import AttentionConfigError, register
+from attention.blocks.registry import AttentionConfigError, register
 
 GiB = 1024**3
 

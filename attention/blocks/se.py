@@ -9,7 +9,7 @@ from torch import nn
 from attention import fused
 from attention.blocks._precision import fp32, full_precision, sum32, to_dtype
 from attention.blocks._checks import check_hidden, check_int
-from attention.registry import register
+from attention.blocks.registry import register
 
 
 @register

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int
-from attention.registry import register
+from attention.blocks.registry import register
 
 
 @register
