@@ -1,30 +1,9 @@
-"""Detect objects: python detect.py --weights best.pt --source img.jpg|folder|'*.jpg'|video.mp4."""
+"""Detect objects: python detect.py --weights best.pt --source img.jpg|folder|'*.jpg'|video.mp4 [--slice-size 640].
 
-import argparse
+The classic script; the same as `yolov5-attention detect` (attention/cli/detect.py holds the flags).
+"""
 
-import attention.cli
-from attention.detection import detect
-
-
-def parse_opt(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--weights", required=True, help="checkpoint (.pt)")
-    p.add_argument("--source", required=True, help="image, folder, glob or video")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
-                   help="inference size (default 640; with --slice-size: the tile size)")
-    p.add_argument("--conf-thres", type=float, default=0.25)
-    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
-    p.add_argument("--save-txt", action="store_true", help="save YOLO-format labels to NAME/labels")
-    p.add_argument("--save-conf", action="store_true", help="add confidences to --save-txt labels")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
-    p.add_argument("--project", default="runs/detect")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--exist-ok", action="store_true")
-    p.add_argument("--slice-size", type=int, default=0,
-                   help="sliced inference (SAHI) with square tiles of this many pixels; 0: off")
-    p.add_argument("--slice-overlap", type=float, default=0.2, help="fraction of a tile shared with its neighbour")
-    return p.parse_args(argv)
-
+from attention.cli.main import main
 
 if __name__ == "__main__":
-    attention.cli.run(detect, **vars(parse_opt()))
+    main(script="detect.py")

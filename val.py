@@ -1,32 +1,9 @@
-"""Score checkpoints: python val.py --weights best.pt [more.pt ...] [--data data/tiny-objects.yaml] [--size-bins tiny]."""
+"""Score checkpoints: python val.py --weights best.pt [more.pt ...] [--data tiny-objects.yaml] [--size-bins tiny].
 
-import argparse
+The classic script; the same as `yolov5-attention val` (attention/cli/val.py holds the flags).
+"""
 
-import attention.cli
-from attention.dataset import EMBEDDED_DATA
-from attention.validation import val
-
-
-def parse_opt(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--weights", nargs="+", required=True, help="checkpoint(s); several are scored side by side")
-    p.add_argument("--data", default=str(EMBEDDED_DATA), help="dataset YAML, default: the embedded tiny-objects set")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, help="inference size (default 640; sliced: the tile size)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--conf-thres", type=float, default=0.001)
-    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
-    p.add_argument("--task", default="val", help="split to score: train, val or test")
-    p.add_argument("--size-bins", dest="size_bins_spec", default="coco",
-                   help="object-size bins for COCO AP: coco (small/medium/large), tiny (AI-TOD: very tiny 0-8, tiny "
-                   "8-16, small 16-32, medium 32+ px), or edges in px, e.g. 0,16,32,96,inf")
-    p.add_argument("--slice-size", type=int, default=0, help="score sliced inference with tiles of this size (0: off)")
-    p.add_argument("--slice-overlap", type=float, default=0.2, help="tile overlap ratio for --slice-size")
-    p.add_argument("--project", default="runs/val")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--exist-ok", action="store_true")
-    return p.parse_args(argv)
-
+from attention.cli.main import main
 
 if __name__ == "__main__":
-    attention.cli.run(val, **vars(parse_opt()))
+    main(script="val.py")

@@ -1,17 +1,17 @@
-"""yolov5-attention: attention blocks for YOLOv5 small-object detection on the ultralytics engine.
+"""yolov5-attention: attention blocks for YOLOv5 small-object detection, as a plugin to ultralytics.
 
-``import attention`` registers every block and installs the parser hook, after which any
-ultralytics model YAML can name a block (``[-1, 1, CBAM, []]``) without a channel count.
-It also puts the blocks on ultralytics' restricted-loading allow-list (attention.safe_load).
+``import attention`` registers the blocks and wires them into ultralytics (attention.adapter): any
+model YAML can then name a block (``[-1, 1, CBAM, []]``) without a channel count, the shipped
+variants load by name from any folder (``YOLO("yolov5s-cbam.yaml")``), and checkpoints with blocks
+load under ultralytics' restricted loading. The blocks themselves (attention.blocks) are plain torch.
 """
 
-from attention.blocks.registry import AttentionConfigError, available, get, register
 from attention import blocks  # noqa: F401  (registers the built-in blocks)
-from attention.hook import install
-from attention import safe_load
+from attention.adapter import install
+from attention.blocks.gate import IdentityGate
+from attention.blocks.registry import AttentionConfigError, available, get, register
 
 install()
-safe_load.install()  # checkpoints with our blocks load under ULTRALYTICS_SAFE_LOAD=1
 
-__all__ = ["AttentionConfigError", "available", "get", "register", "install"]
-__version__ = "0.1.0"
+__all__ = ["AttentionConfigError", "IdentityGate", "available", "get", "install", "register"]
+__version__ = "0.2.0"

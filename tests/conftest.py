@@ -39,7 +39,26 @@ def data_yaml(root: Path, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """16 train and 8 val images of the embedded generator at 160 px: its data YAML."""
-    from attention.dataset import generate
+    from attention.data.embedded import generate
 
     root = generate(tmp_path_factory.mktemp("data") / "tiny", n_train=16, n_val=8, imgsz=160, seed=1)
     return data_yaml(root, root.parent / "tiny.yaml")
+
+
+@pytest.fixture
+def ul_log():
+    """The messages ultralytics' LOGGER emits during the test (it does not propagate to pytest's caplog)."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.DEBUG)
+    LOGGER.addHandler(handler)
+    yield messages
+    LOGGER.removeHandler(handler)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from attention.data_audit import BACKGROUND, KEPT, LEFT_OUT, DataError, check_data
+from attention.data.audit import BACKGROUND, KEPT, LEFT_OUT, DataError, check_data
 from conftest import REPO, data_yaml
 
 ENV = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -157,7 +157,7 @@ def test_every_case_is_counted_once_with_its_reason(tiny_data, tmp_path, capfd):
 
 
 def test_a_second_check_reuses_the_saved_audit(tiny_data, tmp_path, monkeypatch):
-    import attention.data_audit as audit
+    import attention.data.audit as audit
 
     data, expected = fuzz(tiny_data, tmp_path / "fuzzed")
     first = check_data(str(data), ("train", "val"))[1].counts()

@@ -12,7 +12,9 @@ import yaml
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils.metrics import ap_per_class, box_iou
 
-from attention.coco import coco_to_yolo, evaluate, label_path, size_bins, size_shares, split_images, yolo_to_coco
+from attention.data.coco_format import coco_to_yolo, yolo_to_coco
+from attention.data.listing import label_file, load_split
+from attention.evaluation.coco import evaluate, size_bins, size_shares
 
 ALL_POINTS = 101  # COCO interpolates precision at 101 recall points
 
@@ -89,12 +91,12 @@ def test_custom_bins_and_bad_bins():
 
 def test_yolo_labels_round_trip_through_coco(tiny_data):
     cfg = yaml.safe_load(tiny_data.read_text())
-    images = split_images(Path(cfg["path"]), "images/val")
+    images = load_split(tiny_data, "val")[1]
     coco = yolo_to_coco(images, cfg["names"])
     assert len(coco["images"]) == len(images) and coco["annotations"]
     back = coco_to_yolo(coco)
     for path in images:
-        original = [tuple(map(float, line.split())) for line in label_path(path).read_text().splitlines()]
+        original = [tuple(map(float, line.split())) for line in label_file(path).read_text().splitlines()]
         assert np.allclose(np.array(back[path.stem]), np.array(original), atol=1e-9)
     assert all(a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3]) for a in coco["annotations"])
 
@@ -102,7 +104,7 @@ def test_yolo_labels_round_trip_through_coco(tiny_data):
 def test_coco_ap_agrees_with_ultralytics_map(tiny_data):
     """Where both measure the same thing (AP over IoU 0.5:0.95, and at 0.5), they agree within 0.02."""
     cfg = yaml.safe_load(tiny_data.read_text())
-    gt = yolo_to_coco(split_images(Path(cfg["path"]), "images/val"), cfg["names"])
+    gt = yolo_to_coco(load_split(tiny_data, "val")[1], cfg["names"])
     rng = np.random.default_rng(0)
     xyxy = lambda b: torch.tensor(np.c_[b[:, :2], b[:, :2] + b[:, 2:]], dtype=torch.float32)
     preds, stats = [], {"tp": [], "conf": [], "pred_cls": [], "target_cls": []}
@@ -130,7 +132,8 @@ def test_coco_ap_agrees_with_ultralytics_map(tiny_data):
 
 
 def test_dataset_size_report(tiny_data, tmp_path):
-    from attention.sizes import object_sizes, report
+    from attention.cli.main import main
+    from attention.data.sizes import object_sizes
 
     sizes = object_sizes(str(tiny_data))
     cfg = yaml.safe_load(tiny_data.read_text())
@@ -140,7 +143,7 @@ def test_dataset_size_report(tiny_data, tmp_path):
         assert sum(len(s) for s in sizes[split].values()) == len(rows)
         vehicle = sorted(np.sqrt(float(r[3]) * 160 * float(r[4]) * 160) for r in rows if r[0] == "0")
         assert np.allclose(sorted(sizes[split]["vehicle"]), vehicle)
-    table = report(tiny_data, project=tmp_path, name="r")
+    table = main(["sizes", "--data", str(tiny_data), "--project", str(tmp_path), "--name", "r"])
     val_all = next(r for r in table if r["split"] == "val" and r["class"] == "all")
     shares = [float(val_all[b].rstrip("%")) for b in ("very tiny", "tiny", "small", "medium", "large")]
     assert sum(shares) == pytest.approx(100, abs=0.3) and val_all["objects"] > 0

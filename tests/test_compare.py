@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from attention.compare import paired_interval, summarize, verdict
+from attention.evaluation.compare import summarize
+from attention.evaluation.stats import paired_interval, verdict
 
 from conftest import REPO
 
@@ -42,8 +43,8 @@ def test_summary_pairs_variants_with_the_baseline_by_seed():
 
 
 def run_compare(*args, cwd):
-    cmd = [sys.executable, "-m", "attention.compare", *map(str, args)]
-    proc = subprocess.run(cmd, cwd=cwd, env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+    cmd = [sys.executable, "-m", "attention", "compare", *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     return proc
 

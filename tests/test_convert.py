@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from attention.convert import VISDRONE_NAMES, convert_coco, convert_visdrone, main
+from attention.cli.main import main
+from attention.data.convert import VISDRONE_NAMES, convert_coco, convert_visdrone
 
 from conftest import REPO
 
@@ -60,7 +61,7 @@ def test_visdrone_to_yolo_lines(visdrone, tmp_path):
 
 def test_visdrone_keep_ignored_and_split_from_folder_name(visdrone, tmp_path):
     train = visdrone.rename(visdrone.with_name("VisDrone2019-DET-train"))
-    main(["visdrone", "--src", str(train), "--out", str(tmp_path / "out"), "--keep-ignored"])
+    main(["convert", "visdrone", "--src", str(train), "--out", str(tmp_path / "out"), "--keep-ignored"])
     out = tmp_path / "out" / "images" / "train" / "0000001_00000_d_0000001.png"
     assert out.read_bytes() == (train / "images" / out.name).read_bytes()
     cfg = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
@@ -129,7 +130,7 @@ def test_coco_errors(coco, tmp_path):
 
 
 def test_missing_source_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "attention.convert", "visdrone", "--src", str(tmp_path / "nope"),
+    proc = subprocess.run([sys.executable, "-m", "attention", "convert", "visdrone", "--src", str(tmp_path / "nope"),
                            "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith(f"error: VisDrone source folder not found: {tmp_path / 'nope'}")
@@ -137,6 +138,6 @@ def test_missing_source_is_one_line(tmp_path):
 
 
 def test_visdrone_data_yaml_matches_the_converter():
-    cfg = yaml.safe_load((REPO / "data" / "visdrone.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "data" / "visdrone.yaml").read_text())  # found by prepare_data here or in cwd
     assert list(cfg["names"].values()) == list(VISDRONE_NAMES)
-    assert cfg["path"] == "../datasets/visdrone" and cfg["train"] == "images/train" and cfg["val"] == "images/val"
+    assert cfg["path"] == "datasets/visdrone" and cfg["train"] == "images/train" and cfg["val"] == "images/val"

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from attention import dataset as ds
-from attention.dataset import CLASSES, EMBEDDED_DATA, MARKER, generate, prepare_data
+from attention import cfg as shipped
+from attention.data import embedded as ds
+from attention.data.embedded import CLASSES, MARKER, generate
+from attention.data.prepare import EMBEDDED_DATA, ENV_DATASETS, datasets_dir, prepare_data
 
 
 def _labels(root: Path) -> list[list[float]]:
@@ -142,25 +144,35 @@ def test_prepare_data_invalid(write_yaml, text, what):
     assert "bad.yaml" in str(e.value)
 
 
-def test_prepare_data_generates(write_yaml, tmp_path, monkeypatch):
-    monkeypatch.delenv(ds.ENV_DATASETS, raising=False)
+def test_prepare_data_generates_into_the_user_cache(write_yaml, tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_DATASETS, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src = write_yaml(
         "tiny.yaml",
-        "path: out/tiny\ntrain: images/train\nval: images/val\nnames: {0: vehicle, 1: person, 2: boat}\n"
+        "path: tiny\ntrain: images/train\nval: images/val\nnames: {0: vehicle, 1: person, 2: boat}\n"
         "generate: {seed: 0, n_train: 3, n_val: 2, imgsz: 160}\n",
     )
     out = Path(prepare_data(src))
     cfg = yaml.safe_load(out.read_text())
     root = Path(cfg["path"])
-    assert root.is_absolute() and root == (tmp_path / "out" / "tiny").resolve()
+    assert root == tmp_path / "cache" / "yolov5-attention" / "datasets" / "tiny" == datasets_dir() / "tiny"
+    assert not (tmp_path / "tiny").exists()  # nothing next to the YAML (in a wheel: site-packages)
     assert "generate" not in cfg and cfg["names"] == {0: "vehicle", 1: "person", 2: "boat"}
     for split in ("train", "val"):
         assert any((root / cfg[split]).iterdir())
     assert prepare_data(src) == str(out)  # second call reuses the cache
 
-    monkeypatch.setenv(ds.ENV_DATASETS, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(ENV_DATASETS, str(tmp_path / "elsewhere"))
     moved = yaml.safe_load(Path(prepare_data(src)).read_text())["path"]
     assert Path(moved) == (tmp_path / "elsewhere" / "tiny").resolve()
+
+
+def test_shipped_data_yaml_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # any folder: the name is looked up among the shipped data YAMLs
+    monkeypatch.setenv(ENV_DATASETS, str(tmp_path / "cache"))
+    assert shipped.resolve("data", "tiny-objects.yaml", "data YAML") == shipped.folder("data") / "tiny-objects.yaml"
+    with pytest.raises(FileNotFoundError, match="data YAML not found: nope.yaml .shipped: tiny-objects-large.yaml"):
+        prepare_data("nope.yaml")
 
 
 def test_prepare_data_ordinary(write_yaml, tmp_path):
@@ -173,7 +185,7 @@ def test_prepare_data_ordinary(write_yaml, tmp_path):
 
 
 def test_embedded_yaml():
-    cfg = yaml.safe_load(EMBEDDED_DATA.read_text())
+    cfg = yaml.safe_load((shipped.folder("data") / EMBEDDED_DATA).read_text())
     assert list(cfg["names"].values()) == list(CLASSES)
     assert cfg["generate"] == {"seed": 0, "n_train": 400, "n_val": 100, "imgsz": 320}
-    assert cfg["path"] == "../datasets/tiny-objects"
+    assert cfg["path"] == "tiny-objects"  # a folder of the dataset cache

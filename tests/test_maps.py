@@ -8,13 +8,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import yaml
 from ultralytics import YOLO
 
-from attention.blocks.gate import IdentityGate
-from attention.maps import attention_maps
+from attention.blocks.gate import IdentityGate, gate_blocks
+from attention.inference.maps import attention_maps
 
-from conftest import MODELS, REPO
+from conftest import REPO
 
 H, W = 150, 200  # not square, not a multiple of 32: the letterbox is exercised
 
@@ -49,14 +48,11 @@ def ckpt(tmp_path_factory):
 def checkpoint(tmp_path, name: str, identity: bool = False):
     """An untrained yolov5n variant saved as an ultralytics checkpoint (the maps need no training to be drawn)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = MODELS / f"yolov5n-{name}.yaml"
+    model = YOLO(f"yolov5n-{name}.yaml")
     if identity:
-        d = yaml.safe_load((MODELS / f"yolov5-{name}.yaml").read_text())
-        d["attn_init"] = "identity"
-        cfg = tmp_path / f"yolov5n-{name}.yaml"
-        cfg.write_text(yaml.safe_dump(d, sort_keys=False))
+        gate_blocks(model.model.model)
     path = tmp_path / f"{name}.pt"
-    YOLO(str(cfg)).save(str(path))
+    model.save(str(path))
     return path
 
 
@@ -72,7 +68,7 @@ def check_pngs(paths, layers, block, shape=(H, W)):
 def test_maps_command_writes_one_png_per_cbam_block(tmp_path, image, ckpt):
     weights = ckpt("cbam")
     proc = subprocess.run(
-        [sys.executable, "-m", "attention.maps", "--weights", str(weights), "--source", str(image), "--imgsz", "160",
+        [sys.executable, "-m", "attention", "maps", "--weights", str(weights), "--source", str(image), "--imgsz", "160",
          "--project", str(tmp_path / "runs" / "maps"), "--name", "exp"],
         cwd=REPO, capture_output=True, text=True, env={"YOLO_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
@@ -111,18 +107,18 @@ def test_channel_blocks_get_a_bar_plot_and_other_blocks_the_energy_ratio(tmp_pat
 
 
 def test_missing_weights_is_one_line(tmp_path, image):
-    proc = subprocess.run([sys.executable, "-m", "attention.maps", "--weights", str(tmp_path / "nope.pt"), "--source",
+    proc = subprocess.run([sys.executable, "-m", "attention", "maps", "--weights", str(tmp_path / "nope.pt"), "--source",
                            str(image), "--project", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"maps.py: error: weights not found: {tmp_path / 'nope.pt'}"]
+    assert proc.stderr.strip().splitlines() == [f"yolov5-attention maps: error: weights not found: {tmp_path / 'nope.pt'}"]
     assert not list(tmp_path.glob("exp*"))
 
 
 def test_missing_source_is_one_line(tmp_path, capsys, ckpt):
-    from attention.maps import main
+    from attention.cli.main import main
 
     with pytest.raises(SystemExit) as info:
-        main(["--weights", str(ckpt("cbam")), "--source", str(tmp_path / "nope.jpg"), "--project", str(tmp_path)])
+        main(["maps", "--weights", str(ckpt("cbam")), "--source", str(tmp_path / "nope.jpg"), "--project", str(tmp_path)])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: --source not found: {tmp_path / 'nope.jpg'}")
     assert not list(tmp_path.glob("exp*"))

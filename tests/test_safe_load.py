@@ -22,9 +22,9 @@ from ultralytics.nn import tasks
 from ultralytics.nn.tasks import DetectionModel
 
 import attention
-import attention.transfer
-from attention import safe_load
-from attention.blocks.gate import IdentityGate
+import attention.training.transfer
+from attention.adapter import compat, safe_load
+from attention.blocks.gate import IdentityGate, gate_blocks
 from attention.blocks.registry import _BLOCKS, available
 
 from conftest import MODELS, REPO
@@ -38,11 +38,11 @@ GATED = (*CLASSIC, "SKAttention")  # the identity-init checkpoint: each block in
 FIRST = 2  # index of the first block row
 
 
-def tiny(blocks: tuple[str, ...], init: str = "paper") -> dict:
+def tiny(blocks: tuple[str, ...]) -> dict:
     """Blocks chained on 128 channels at stride 8 (every zoo block's divisibility rules hold), then Detect."""
     rows = [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [128, 3, 4]], *([-1, 1, b, []] for b in blocks),
             [-1, 1, "Conv", [32, 3, 2]]]
-    return {"nc": 3, "backbone": rows, "head": [[[-2, -1], 1, "Detect", ["nc"]]], "attn_init": init}
+    return {"nc": 3, "backbone": rows, "head": [[[-2, -1], 1, "Detect", ["nc"]]]}
 
 
 # Loads every checkpoint in a folder through ultralytics' own loader, as a user would, in a process
@@ -85,8 +85,9 @@ def save_checkpoint(model: nn.Module, path: Path) -> Path:
 
 def variant(blocks: tuple[str, ...], init: str = "paper") -> DetectionModel:
     torch.manual_seed(0)
-    model = DetectionModel(tiny(blocks, init), verbose=False)
+    model = DetectionModel(tiny(blocks), verbose=False)
     if init == "identity":
+        gate_blocks(model.model)
         for gate in model.model[FIRST:FIRST + len(blocks)]:
             gate.gamma.data.fill_(0.5)  # a gate at 0 would hide its block from the output check
     return model.eval()
@@ -207,8 +208,9 @@ def test_payloads_are_live_when_loaded_unrestricted(loaded):
 
 
 def test_val_scores_a_checkpoint_under_restricted_loading(tiny_data, tmp_path):
-    model = DetectionModel({**yaml.safe_load((MODELS / "yolov5-cbam.yaml").read_text()), "scale": "n",
-                            "attn_init": "identity"}, nc=3, verbose=False)
+    model = DetectionModel({**yaml.safe_load((MODELS / "yolov5-cbam.yaml").read_text()), "scale": "n"}, nc=3,
+                           verbose=False)
+    gate_blocks(model.model)
     model.names = {0: "vehicle", 1: "person", 2: "boat"}
     ckpt = save_checkpoint(model, tmp_path / "cbam-identity.pt")
     proc = subprocess.run([sys.executable, str(REPO / "val.py"), "--weights", str(ckpt), "--data", str(tiny_data),
@@ -246,7 +248,7 @@ def test_allow_list_holds_our_blocks_and_gate_only():
     for name, cls in allow.items():
         assert name == f"{cls.__module__}.{cls.__qualname__}"
         assert issubclass(cls, nn.Module) and (cls is IdentityGate or cls.__module__ in block_modules), name
-    for other in (nn.Module, nn.Conv2d, os.system, eval, attention.transfer.LayerTransfer, Arbitrary):
+    for other in (nn.Module, nn.Conv2d, os.system, eval, attention.training.transfer.LayerTransfer, Arbitrary):
         assert other not in allow.values()
     assert "attention.blocks.s2mlp.spatial_shift" not in allow  # functions in a block's file stay out
 
@@ -274,9 +276,9 @@ def test_helpers_in_a_registered_blocks_file_are_allowed(monkeypatch):
 
 def test_hook_installed_and_ultralytics_still_has_what_it_relies_on():
     assert getattr(tasks._SafeLoad.loading, "_attention_hook", False)
-    assert all(hasattr(tasks._SafeLoad, a) for a in safe_load.SAFE_LOAD_ATTRS)
+    assert not compat.missing("safe_load")
     assert tasks.torch_safe_load.__code__.co_filename == safe_load.__file__  # our wrapper is in place
-    # load_checkpoint (YOLO(), the trainer, attention.transfer) must reach our wrapper by module global.
+    # load_checkpoint (YOLO(), the trainer, our transfer) must reach our wrapper by module global.
     assert "torch_safe_load" in tasks.load_checkpoint.__code__.co_names
     # ultralytics allows a checkpoint's globals that are in its registry, through torch's add_safe_globals.
     source = inspect.getsource(inspect.unwrap(tasks._SafeLoad.loading))
@@ -304,10 +306,21 @@ def test_ultralytics_refusal_still_chains_the_unpickling_error(tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
-def test_install_fails_loudly_when_restricted_loading_moves(monkeypatch):
+def test_a_release_without_our_hooks_switches_only_this_feature_off(monkeypatch, ul_log):
     monkeypatch.setattr(tasks, "_SafeLoad", type("_SafeLoad", (), {"loading": None}))
-    with pytest.raises(RuntimeError, match=r"no longer has \['_build', '_registry', '_lock'\]"):
+    compat.missing.cache_clear(), compat.enabled.cache_clear()
+    try:
+        monkeypatch.delenv("ULTRALYTICS_SAFE_LOAD", raising=False)
+        safe_load.install()  # not asked for: nothing to say
+        assert not [m for m in ul_log if "yolov5-attention" in m]
+        monkeypatch.setenv("ULTRALYTICS_SAFE_LOAD", "1")
         safe_load.install()
+        safe_load.install()
+        said = [m for m in ul_log if "yolov5-attention" in m]
+        assert len(said) == 1 and "checkpoints with attention blocks under ULTRALYTICS_SAFE_LOAD=1 is switched off" in said[0]
+        assert "_SafeLoad._build" in said[0] and f"works on ultralytics {compat.FEATURES['safe_load'].works}" in said[0]
+    finally:
+        compat.missing.cache_clear(), compat.enabled.cache_clear()
 
 
 def test_install_is_idempotent():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from attention import dataset as ds
-from attention.tiling import clip_boxes, tile_dataset, windows
+from attention.data import embedded as ds
+from attention.data.tiling import clip_boxes, tile_dataset, windows
 
 from conftest import REPO
 
@@ -88,14 +88,14 @@ def test_tile_dataset_writes_clipped_yolo_labels(big_dataset, tmp_path):
 
 def test_tiling_command_line(big_dataset, tmp_path):
     data, _ = big_dataset
-    proc = subprocess.run([sys.executable, "-m", "attention.tiling", "--data", str(data), "--size", "100",
+    proc = subprocess.run([sys.executable, "-m", "attention", "tiling", "--data", str(data), "--size", "100",
                            "--overlap", "0", "--min-visible", "0.6", "--drop-empty", "--out", str(tmp_path / "t")],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "t" / "labels" / "train" / "train_0_0.txt").read_text() == (
         "2 0.200000 0.200000 0.200000 0.200000\n")
     assert not (tmp_path / "t" / "labels" / "train" / "train_100_0.txt").read_text().startswith("0 ")
-    bad = subprocess.run([sys.executable, "-m", "attention.tiling", "--data", str(tmp_path / "nope.yaml"),
+    bad = subprocess.run([sys.executable, "-m", "attention", "tiling", "--data", str(tmp_path / "nope.yaml"),
                           "--out", str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "data YAML not found" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

@@ -59,3 +59,8 @@ def get(name: str) -> type[nn.Module]:
 
 def is_registered(name: str) -> bool:
     return name in _BLOCKS
+
+
+def is_block(module: object) -> bool:
+    """module is an instance of a registered block class."""
+    return type(module) in set(_BLOCKS.values())

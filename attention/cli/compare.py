@@ -1,0 +1,48 @@
+"""yolov5-attention compare: every variant trained alike over several seeds, paired differences with intervals."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+HELP = "compare variants over several seeds: mean ± std, paired 95%% intervals against the baseline"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", nargs="?", help="experiment YAML (e.g. compare-n.yaml); flags override it")
+    p.add_argument("--cfg", nargs="+", help="model YAMLs, the baseline first")
+    p.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...), default 3")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--data")
+    p.add_argument("--hyp")
+    p.add_argument("--weights", help="base checkpoint every variant starts from (transferred by layer role)")
+    p.add_argument("--imgsz", "--img", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--attn-init", choices=["paper", "identity"])
+    p.add_argument("--size-bins", help="coco, tiny, or edges in px like 0,16,32,inf")
+    p.add_argument("--metric", help="the metric the verdict is on (default mAP50-95; e.g. AP_small)")
+    p.add_argument("--project")
+    p.add_argument("--name", help="comparison folder under --project (default: the experiment YAML's name, or exp)")
+
+
+def run(args: argparse.Namespace) -> object:
+    from attention import cfg as shipped
+    from attention.evaluation.compare import compare
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    settings: dict[str, Any] = {}
+    if "experiment" in given:
+        path = shipped.resolve("configs", given.pop("experiment"), "experiment YAML")
+        settings = shipped.load_mapping(path, "experiment YAML")
+        settings.setdefault("name", Path(path).stem)
+        known = compare.__code__.co_varnames[: compare.__code__.co_argcount]
+        unknown = set(settings) - set(known)
+        if unknown:
+            raise ValueError(f"experiment YAML {path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    settings.update(given)
+    if "cfg" not in settings:
+        raise ValueError("name the variants with --cfg (the baseline first) or an experiment YAML")
+    return compare(**settings)

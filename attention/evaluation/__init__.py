@@ -1,0 +1,1 @@
+"""Evaluation: COCO AP by object size, tables, the val job, and variants trained alike and compared with intervals."""

@@ -1,0 +1,166 @@
+"""Scoring checkpoints on a split: ultralytics' P, R, mAP plus COCO AP by object size, whole-image or sliced.
+
+One checkpoint gives per-class rows; several are scored on the same data in the same run, with
+params, GFLOPs and an interleaved latency measurement beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from attention.adapter.api import YOLO, increment_path
+from attention.adapter.scan import quiet_about
+from attention.adapter.validator import SlicedMatcher, box_metrics, validate
+from attention.adapter.weights import resolve_weights
+from attention.data.audit import check_data
+from attention.data.coco_format import image_id, yolo_to_coco
+from attention.data.listing import class_names, load_split
+from attention.data.prepare import EMBEDDED_DATA, prepare_data
+from attention.evaluation.coco import evaluate, size_bins
+from attention.evaluation.latency import latency_ms
+from attention.evaluation.tables import METRIC_COLUMNS, format_table, model_size, write_table
+
+
+def score(model: YOLO, data: str, images: list[Path], names: list[str], bins: dict, split: str, save_dir: Path,
+          **val_args: Any) -> tuple[Any, dict[str, float]]:
+    """ultralytics' metrics and our COCO-by-size metrics of one model on a split, saved in save_dir."""
+    metrics, predictions = validate(model, data, split, save_dir, **val_args)
+    coco = evaluate(yolo_to_coco(images, names), predictions, bins)
+    (Path(metrics.save_dir) / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
+    return metrics, coco
+
+
+def sliced_score(model: YOLO, images: list[Path], names: list[str], bins: dict, save_dir: Path, slice_size: int,
+                 slice_overlap: float, imgsz: int | None, conf: float, iou: float, device: str | None,
+                 ) -> tuple[Any, dict[str, float]]:
+    """The same metrics as score(), from sliced inference (attention.inference.slicing, on sahi) image by image."""
+    from attention.inference.slicing import SlicedPredictor
+
+    matcher = SlicedMatcher(names)
+    predictor = SlicedPredictor(model, slice_size=slice_size, overlap=slice_overlap, imgsz=imgsz, conf=conf, iou=iou,
+                                device=device)
+    gt = yolo_to_coco(images, names)
+    boxes: dict[Any, list] = {im["id"]: [] for im in gt["images"]}
+    for a in gt["annotations"]:
+        boxes[a["image_id"]].append((a["category_id"] - 1, *a["bbox"]))
+    dets = []
+    for path in (p for p in images if image_id(p) in boxes):
+        pred = predictor(path)
+        g = np.array(boxes[image_id(path)], dtype=np.float32).reshape(-1, 5)
+        matcher.add(path.name, pred.xyxy, pred.conf, pred.cls, g[:, 0], np.c_[g[:, 1:3], g[:, 1:3] + g[:, 3:5]])
+        dets += [{"image_id": image_id(path), "category_id": int(c) + 1, "score": float(sc),
+                  "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+                 for (x0, y0, x1, y1), sc, c in zip(pred.xyxy, pred.conf, pred.cls)]
+    metrics = matcher.finish(save_dir)
+    (save_dir / "predictions.json").write_text(json.dumps(dets))
+    coco = evaluate(gt, dets, bins)
+    (save_dir / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
+    return metrics, coco
+
+
+def coco_columns(coco: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in coco.items() if k.startswith("AP_") or k in ("AP", "AP50", "AR")}
+
+
+def val(
+    weights: str | Sequence[str],
+    data: str | Path = EMBEDDED_DATA,
+    imgsz: int | None = None,
+    batch_size: int = 32,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    device: str | None = None,
+    task: str = "val",
+    size_bins_spec: str = "coco",
+    slice_size: int = 0,
+    slice_overlap: float = 0.2,
+    project: str | Path = "runs/val",
+    name: str = "exp",
+    exist_ok: bool = False,
+) -> list[dict[str, Any]]:
+    """Score each checkpoint; one checkpoint gives per-class rows, several a comparison table."""
+    weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    paths = [resolve_weights(w) for w in weights]
+    bins = size_bins(size_bins_spec)
+    data, audit = check_data(prepare_data(data), (task,), named=data)  # bad files: listed once, left out
+    cfg, images = load_split(data, task)
+    names = class_names(cfg)
+    save_dir = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
+    audit.write(save_dir)
+    tile_imgsz, imgsz = imgsz, imgsz or 640
+    val_args = dict(imgsz=imgsz, batch=batch_size, conf=conf_thres, iou=iou_thres, device=device or None, plots=True)
+
+    def scorer(model: YOLO, out: Path) -> tuple[Any, dict[str, float]]:
+        with quiet_about(audit.problem_images()):  # the data check listed those files already
+            if slice_size:  # tiles at native resolution unless --imgsz says otherwise
+                return sliced_score(model, images, names, bins, out, slice_size, slice_overlap, tile_imgsz,
+                                    conf_thres, iou_thres, device)
+            return score(model, data, images, names, bins, task, out, **val_args)
+
+    if len(paths) == 1:
+        metrics, coco = scorer(YOLO(paths[0]), save_dir)
+        box, instances = metrics.box, metrics.nt_per_class
+        rows = [{"class": "all", "instances": int(instances.sum()), **box_metrics(metrics)}]
+        for i, c in enumerate(box.ap_class_index):
+            rows.append({"class": names[int(c)], "instances": int(instances[c]),
+                         **dict(zip(METRIC_COLUMNS, box.class_result(i)))})
+        write_table(rows, save_dir / "results")
+        (save_dir / "results.json").write_text(json.dumps({"classes": rows, "coco": coco}, indent=1, default=float))
+        print(f"\n{format_table(rows)}\n\nCOCO metrics by object size (px = sqrt(area); "
+              f"{', '.join(f'{k} {lo:g}-{hi:g}' for k, (lo, hi) in bins.items())}):\n"
+              f"{format_table([coco_columns(coco)])}\nResults saved to {save_dir}")
+        return rows
+
+    models = [YOLO(p) for p in paths]
+    labels = [variant_name(m, p) for m, p in zip(models, paths)]
+    if len(set(labels)) < len(labels):  # same architecture twice (seeds, epochs): tell them apart by run folder
+        labels = [f"{lab} ({Path(p).parent.parent.name}/{Path(p).stem})" for lab, p in zip(labels, paths)]
+    rows = []
+    for k, (model, label) in enumerate(zip(models, labels)):
+        print(f"[{k + 1}/{len(models)}] {label}")
+        metrics, coco = scorer(model, save_dir / f"{k}-{Path(paths[k]).stem}")
+        rows.append({"variant": label, **model_size(model.model, imgsz), "latency(ms)": 0.0,
+                     "mAP50": metrics.box.map50, "mAP50-95": metrics.box.map,
+                     **{k2: v for k2, v in coco.items() if k2.startswith("AP_")}})
+    dev = next(models[0].model.parameters()).device
+    fused = [m.model.float().eval().fuse() for m in models]  # inference form, as predict runs it
+    for row, ms in zip(rows, latency_ms(fused, imgsz, dev)):
+        row["latency(ms)"] = ms
+    write_table(rows, save_dir / "compare")
+    plot_comparison(rows, save_dir / "compare.png")
+    print(f"\nSame data, split and settings for every model; latency: median batch-1 forward at {imgsz} px on "
+          f"{dev} ({save_dir}):\n{format_table(rows)}")
+    return rows
+
+
+def variant_name(model: YOLO, weights: str) -> str:
+    """The model YAML's name (yolov5n-cbam), else the checkpoint's file name."""
+    yaml_file = getattr(model.model, "yaml", {}).get("yaml_file")
+    return Path(yaml_file).stem if yaml_file else Path(weights).stem
+
+
+def plot_comparison(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Grouped bars: mAP50-95 and AP per size bin for each model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["mAP50-95"] + [k for k in rows[0] if k.startswith("AP_")]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.6 * len(keys), 3.6))
+    width = 0.8 / len(rows)
+    for j, row in enumerate(rows):
+        values = [max(float(row[k]), 0.0) for k in keys]  # -1 (no objects of that size) drawn as 0
+        ax.bar([i + j * width for i in range(len(keys))], values, width, label=row["variant"])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys)
+    ax.set_ylabel("AP")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
