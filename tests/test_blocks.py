@@ -1,7 +1,8 @@
-"""The four attention blocks equal their paper definitions.
+"""The four attention blocks equal their paper definitions; every block is a pure function of its input.
 
-Each reference below recomputes the block's formula in float64 numpy from the block's own weights,
+Each formula below recomputes the block's output in float64 numpy from the block's own weights,
 never through the block's forward or its submodules, so a wrong wiring cannot hide in both.
+(tests/test_blocks_vs_oracles.py holds the blocks to their literal torch definitions, gradients included.)
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from ultralytics import YOLO
 
+import attention
 from attention.blocks import CA, CBAM, ECA, SE
 from attention.blocks.registry import AttentionConfigError, get
+
+from conftest import MODELS
 
 SHAPES = [(2, 16, 8, 8), (2, 32, 7, 11), (1, 64, 13, 5), (2, 24, 1, 9)]
 TOL = 1e-5
@@ -42,17 +47,17 @@ def _check(block: nn.Module, x: torch.Tensor, expected: np.ndarray) -> None:
     np.testing.assert_allclose(_np(out), expected, rtol=0, atol=TOL)
 
 
-# --- references ------------------------------------------------------------------------------
+# --- formulas --------------------------------------------------------------------------------
 
 
-def se_ref(block: SE, x: torch.Tensor) -> np.ndarray:
+def se_formula(block: SE, x: torch.Tensor) -> np.ndarray:
     xn = _np(x)
     w1, w2 = _np(block.fc1.weight), _np(block.fc2.weight)  # (C//r, C), (C, C//r)
     s = _sigmoid(_relu(xn.mean(axis=(2, 3)) @ w1.T) @ w2.T)  # (N, C)
     return xn * s[:, :, None, None]
 
 
-def eca_ref(block: ECA, x: torch.Tensor) -> np.ndarray:
+def eca_formula(block: ECA, x: torch.Tensor) -> np.ndarray:
     xn = _np(x)
     w = _np(block.conv.weight).reshape(-1)  # (k,)
     k = w.size
@@ -72,7 +77,7 @@ def _hswish(z: np.ndarray) -> np.ndarray:
     return z * np.clip(z + 3.0, 0.0, 6.0) / 6.0
 
 
-def ca_ref(block: CA, x: torch.Tensor, train_bn: bool = False) -> np.ndarray:
+def ca_formula(block: CA, x: torch.Tensor, train_bn: bool = False) -> np.ndarray:
     xn = _np(x)
     h = xn.shape[2]
     y = np.concatenate([xn.mean(axis=3), xn.mean(axis=2)], axis=2)  # (N, C, H+W)
@@ -93,7 +98,7 @@ def ca_ref(block: CA, x: torch.Tensor, train_bn: bool = False) -> np.ndarray:
     return xn * a_w[:, :, None, :] * a_h[:, :, :, None]
 
 
-def cbam_ref(block: CBAM, x: torch.Tensor, use_max: bool = True) -> np.ndarray:
+def cbam_formula(block: CBAM, x: torch.Tensor, use_max: bool = True) -> np.ndarray:
     xn = _np(x)
     w1, w2 = _np(block.mlp[0].weight)[:, :, 0, 0], _np(block.mlp[2].weight)[:, :, 0, 0]
 
@@ -119,21 +124,21 @@ def cbam_ref(block: CBAM, x: torch.Tensor, use_max: bool = True) -> np.ndarray:
     return x1 * _sigmoid(s)[:, None]
 
 
-# --- formulas --------------------------------------------------------------------------------
+# --- the blocks against them -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_se_matches_formula(shape: tuple[int, ...]) -> None:
     block = SE(shape[1], 4).eval()
     x = torch.randn(shape)
-    _check(block, x, se_ref(block, x))
+    _check(block, x, se_formula(block, x))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_eca_matches_formula(shape: tuple[int, ...]) -> None:
     block = ECA(shape[1], b=1, gamma=1).eval()  # gamma=1 gives k of 5 or 7: padding is exercised
     x = torch.randn(shape)
-    _check(block, x, eca_ref(block, x))
+    _check(block, x, eca_formula(block, x))
 
 
 @pytest.mark.parametrize(
@@ -185,8 +190,8 @@ def test_ca_matches_formula_eval(shape: tuple[int, ...]) -> None:
     _randomize_bn(block.bn1)
     block.eval()
     x = torch.randn(shape)
-    _check(block, x, ca_ref(block, x))
-    # The running statistics are really used: the identity-BN reference differs.
+    _check(block, x, ca_formula(block, x))
+    # The running statistics are really used: the block with identity BN differs.
     with torch.no_grad():
         ref_plain = CA(shape[1], reduction=4).eval()
         ref_plain.load_state_dict(block.state_dict())
@@ -200,7 +205,7 @@ def test_ca_matches_formula_train_bn() -> None:
     _randomize_bn(block.bn1)
     block.train()
     x = torch.randn(2, 32, 7, 11)
-    _check(block, x, ca_ref(block, x, train_bn=True))
+    _check(block, x, ca_formula(block, x, train_bn=True))
 
 
 def test_ca_mip_floor() -> None:
@@ -214,7 +219,7 @@ def test_ca_mip_floor() -> None:
 def test_cbam_matches_formula(shape: tuple[int, ...], kernel: int) -> None:
     block = CBAM(shape[1], ratio=4, kernel=kernel).eval()
     x = torch.randn(shape)
-    _check(block, x, cbam_ref(block, x))
+    _check(block, x, cbam_formula(block, x))
 
 
 def test_cbam_one_shared_mlp_and_max_branch() -> None:
@@ -226,7 +231,7 @@ def test_cbam_one_shared_mlp_and_max_branch() -> None:
     with torch.no_grad():
         out = _np(block(x))
     # Dropping the max-pooled branch changes the result.
-    assert np.abs(out - cbam_ref(block, x, use_max=False)).max() > 1e-3
+    assert np.abs(out - cbam_formula(block, x, use_max=False)).max() > 1e-3
     # Two inputs with the same per-channel mean but different per-channel maxima differ.
     y = x.clone()
     y[:, :, 0, 0] += 5.0
@@ -298,6 +303,45 @@ def test_traces_and_generalises_across_shapes(make) -> None:
         for shape in [(2, 32, 8, 12), (1, 32, 5, 7), (3, 32, 11, 4)]:
             z = torch.randn(shape)
             torch.testing.assert_close(traced(z), block(z), rtol=0, atol=1e-6)
+
+
+def _any_block(name: str, c: int = 64) -> nn.Module:
+    """Any registered block with the paper's defaults (ShuffleAttention: 8 groups, so 64 channels divide)."""
+    return attention.get(name)(c, 8) if name == "ShuffleAttention" else attention.get(name)(c)
+
+
+@pytest.mark.parametrize("name", attention.available())
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_every_submodule_is_used_and_forward_keeps_no_state(name: str, mode: str) -> None:
+    block = _any_block(name).train(mode == "train")
+    leaves = {n: m for n, m in block.named_modules() if n and not list(m.children())}
+    called = set()
+    for n, m in leaves.items():
+        m.register_forward_hook(lambda _m, _i, _o, n=n: called.add(n))
+    attrs = set(vars(block))
+    x = torch.randn(2, 64, 6, 7)
+    block(x)
+    assert called == set(leaves), f"built but never called: {sorted(set(leaves) - called)}"
+    assert set(vars(block)) == attrs, "forward added attributes (a cache?)"
+
+
+def test_ca_built_and_run_under_inference_mode() -> None:
+    # Parameters created under inference_mode are inference tensors (no version counter): nothing may ask for one.
+    with torch.inference_mode():
+        block = CA(32, reduction=4).eval()
+        x = torch.randn(2, 32, 7, 9)
+        out = block(x)
+    with torch.no_grad():
+        assert torch.equal(block(x), out)
+
+
+def test_ca_model_built_and_run_under_inference_mode() -> None:
+    x = torch.rand(1, 3, 96, 128)
+    with torch.inference_mode():
+        model = YOLO(str(MODELS / "yolov5n-ca.yaml")).model.eval()
+        out = model(x)[0]
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], out)
 
 
 # --- argument checks -------------------------------------------------------------------------

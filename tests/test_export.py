@@ -54,7 +54,7 @@ def test_variant_onnx_matches_pytorch(variant: str, tmp_path) -> None:
 
 
 def test_dynamic_export_follows_the_input_shape(tmp_path) -> None:
-    # CBAM's fast spatial path takes the map width as a size; the exported graph must not bake it in.
+    # No map size may be baked into the exported graph as a constant.
     model = YOLO(str(MODELS / "yolov5n-cbam.yaml")).model
     path = export_onnx(model, tmp_path / "cbam-dynamic.onnx", imgsz=IMGSZ, dynamic=True)
     for shape in [(1, 3, 160, 160), (2, 3, 128, 224)]:
@@ -63,11 +63,12 @@ def test_dynamic_export_follows_the_input_shape(tmp_path) -> None:
 
 
 def test_exported_blocks_add_only_small_ops(tmp_path) -> None:
-    # Blocks export as the plain definition: CBAM's spatial attention is a single Conv node per block.
+    # Blocks export as the plain definition: per CBAM block the shared MLP's two 1x1 convs for each pooled
+    # branch and one spatial Conv node.
     base = onnx.load(str(export_onnx(YOLO(str(MODELS / "yolov5n.yaml")).model, tmp_path / "b.onnx", imgsz=IMGSZ)))
     cbam = onnx.load(str(export_onnx(YOLO(str(MODELS / "yolov5n-cbam.yaml")).model, tmp_path / "c.onnx", imgsz=IMGSZ)))
     count = lambda g, op: sum(n.op_type == op for n in g.graph.node)  # noqa: E731
-    assert count(cbam, "Conv") == count(base, "Conv") + 3
+    assert count(cbam, "Conv") == count(base, "Conv") + 3 * 5
     assert count(cbam, "Unfold") == 0 and count(cbam, "Loop") == 0
 
 

@@ -1,9 +1,9 @@
-"""Half precision: the few overflow-prone steps of a block (sums of squares, q.k products, softmax) run in float32.
+"""Half precision: the overflow-prone steps of a block run in float32 (tests/test_half.py shows which need it).
 
 fp16 tops out at 65504: a squared deviation of 256, or a query-key product of 16 channels of 64, already
 overflows it. A block wraps such a step in ``full_precision(x)`` and feeds it ``fp32(t)``; the rest of the
 block (its convolutions, the gating multiply) stays in the input's dtype. For float32 and float64 inputs
-both are no-ops: nothing is cast and no autocast state changes, so the fp32 path and its graph are unchanged.
+all three are no-ops: nothing is cast and no autocast state changes, so the fp32 graph is the plain one.
 """
 
 from __future__ import annotations
@@ -12,21 +12,14 @@ import contextlib
 
 import torch
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 def fp32(t: torch.Tensor) -> torch.Tensor:
     """t as float32 if it is fp16/bf16; otherwise t itself (a Python-level check: no Cast node when tracing)."""
-    return t.float() if t.dtype in LOW_PRECISION else t
-
-
-def sum32(x: torch.Tensor) -> torch.Tensor:
-    """Sum over H, W: accumulated and returned in float32 for fp16/bf16 maps (whose sum can pass 65504)."""
-    return x.sum(dim=(2, 3), dtype=torch.float32) if x.dtype in LOW_PRECISION else x.sum(dim=(2, 3))
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def to_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """t cast back to dtype (a float32 result returning to an fp16 block); t itself when it already is."""
+    """t cast to dtype (a float32 result returning to an fp16 block); t itself when it already is."""
     return t if t.dtype == dtype else t.to(dtype)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int
@@ -43,8 +42,7 @@ class ShuffleAttention(nn.Module):
         x = x.reshape(n * self.groups, c // self.groups, h, w)
         x_c, x_s = x.chunk(2, dim=1)
         x_c = x_c * torch.sigmoid(self.cweight * x_c.mean(dim=(2, 3), keepdim=True) + self.cbias)
-        gn = self.gn
-        x_s = x_s * torch.sigmoid(self.sweight * F.group_norm(x_s, gn.num_groups, gn.weight, gn.bias, gn.eps) + self.sbias)
+        x_s = x_s * torch.sigmoid(self.sweight * self.gn(x_s) + self.sbias)
         out = torch.cat([x_c, x_s], dim=1).reshape(n, c, h, w)
         return channel_shuffle(out, 2)
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
+from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks.registry import register
 
 
@@ -51,11 +52,12 @@ class SOCA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
-        # Second-order statistics in float32 even under mixed precision: half is too coarse for the iterations.
-        with torch.autocast(x.device.type, enabled=False):
-            root = sqrtm_newton_schulz(covariance(x.float()), self.iterations)
+        # Second-order statistics in float32 for fp16 input, autocast off: a covariance of values near 1e3
+        # already leaves fp16's range, and half is too coarse for the iterations.
+        with full_precision(x):
+            root = sqrtm_newton_schulz(covariance(fp32(x)), self.iterations)
             z = root.mean(dim=1).view(n, c, 1, 1)  # (1/C) sum_i sqrt(Sigma)_{i, c}
-        s = torch.sigmoid(self.conv_du(z.to(x.dtype)))
+        s = torch.sigmoid(self.conv_du(to_dtype(z, x.dtype)))
         return x * s
 
     def extra_repr(self) -> str:
