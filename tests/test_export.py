@@ -1,8 +1,9 @@
-"""Every variant exports to ONNX and runs in onnxruntime like in PyTorch; blocks compile.
+"""Every variant exports to ONNX (ultralytics' exporter, through `yolov5-attention export`) and runs in
+onnxruntime like in PyTorch; blocks compile; the export command installs nothing.
 
 Tolerance of the ONNX parity checks: |onnxruntime - PyTorch| <= 1e-4 + 1e-4 * |PyTorch| on every
-output element (boxes are in input pixels, scores in [0, 1]). The PyTorch side is the model as
-built (unfused), so the check covers Conv+BN fusion, the export and the runtime together.
+output element (boxes are in input pixels, scores in [0, 1]). The PyTorch side is the checkpoint as
+loaded (unfused), so the check covers Conv+BN fusion, the export and the runtime together.
 onnx and onnxruntime are dev requirements (pyproject.toml): these tests fail, not skip, without them.
 """
 
@@ -16,24 +17,32 @@ import torch
 from ultralytics import YOLO
 
 import attention
-from attention.export import export_onnx
+from attention.cli.main import main
+from attention.inference.export import export
 
 from conftest import MODELS
 
-BLOCKS = ("SE", "ECA", "CA", "CBAM")  # the variants issue 7 asks for (other blocks have tests of their own)
+BLOCKS = ("SE", "ECA", "CA", "CBAM")  # the main variants (other blocks have tests of their own)
 VARIANTS = ["yolov5n"] + [f"yolov5n-{b.lower()}" for b in BLOCKS]
 IMGSZ = 160
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(autouse=True)
-def _seed() -> None:
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """variant -> an untrained checkpoint of it (what a user exports is a .pt file)."""
+    root = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
+    out = {}
+    for variant in VARIANTS:
+        out[variant] = root / f"{variant}-untrained.pt"  # not yolov5n.pt: ultralytics reads that as a release name
+        YOLO(f"{variant}.yaml").save(str(out[variant]))
+    return out
 
 
-def torch_out(model, x: torch.Tensor) -> np.ndarray:
+def torch_out(weights, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        return model.eval()(x)[0].numpy()
+        return YOLO(str(weights)).model.float().eval()(x)[0].numpy()
 
 
 def ort_out(path, x: torch.Tensor) -> np.ndarray:
@@ -42,34 +51,54 @@ def ort_out(path, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_variant_onnx_matches_pytorch(variant: str, tmp_path) -> None:
-    model = YOLO(str(MODELS / f"{variant}.yaml")).model
-    path = export_onnx(model, tmp_path / f"{variant}.onnx", imgsz=IMGSZ)
+def test_variant_onnx_matches_pytorch(variant: str, checkpoints) -> None:
+    path = export(checkpoints[variant], "onnx", imgsz=IMGSZ)
+    assert path == checkpoints[variant].with_suffix(".onnx")
     onnx.checker.check_model(onnx.load(str(path)))
-    x = torch.rand(2, 3, IMGSZ, IMGSZ)[:1]
-    expected = torch_out(model, x)
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    expected = torch_out(checkpoints[variant], x)
     got = ort_out(path, x)
     assert got.shape == expected.shape == (1, 84, (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + (IMGSZ // 32) ** 2)
     np.testing.assert_allclose(got, expected, **TOL)
 
 
-def test_dynamic_export_follows_the_input_shape(tmp_path) -> None:
+def test_dynamic_export_follows_the_input_shape(checkpoints, tmp_path) -> None:
     # No map size may be baked into the exported graph as a constant.
-    model = YOLO(str(MODELS / "yolov5n-cbam.yaml")).model
-    path = export_onnx(model, tmp_path / "cbam-dynamic.onnx", imgsz=IMGSZ, dynamic=True)
+    weights = tmp_path / "cbam.pt"
+    weights.write_bytes(checkpoints["yolov5n-cbam"].read_bytes())
+    path = main(["export", "--weights", str(weights), "--imgsz", str(IMGSZ), "--dynamic"])
     for shape in [(1, 3, 160, 160), (2, 3, 128, 224)]:
         x = torch.rand(shape)
-        np.testing.assert_allclose(ort_out(path, x), torch_out(model, x), **TOL)
+        np.testing.assert_allclose(ort_out(path, x), torch_out(weights, x), **TOL)
 
 
-def test_exported_blocks_add_only_small_ops(tmp_path) -> None:
+def test_exported_blocks_add_only_small_ops(checkpoints) -> None:
     # Blocks export as the plain definition: per CBAM block the shared MLP's two 1x1 convs for each pooled
     # branch and one spatial Conv node.
-    base = onnx.load(str(export_onnx(YOLO(str(MODELS / "yolov5n.yaml")).model, tmp_path / "b.onnx", imgsz=IMGSZ)))
-    cbam = onnx.load(str(export_onnx(YOLO(str(MODELS / "yolov5n-cbam.yaml")).model, tmp_path / "c.onnx", imgsz=IMGSZ)))
+    base = onnx.load(str(checkpoints["yolov5n"].with_suffix(".onnx")))  # exported by the parity test above
+    cbam = onnx.load(str(checkpoints["yolov5n-cbam"].with_suffix(".onnx")))
     count = lambda g, op: sum(n.op_type == op for n in g.graph.node)  # noqa: E731
     assert count(cbam, "Conv") == count(base, "Conv") + 3 * 5
     assert count(cbam, "Unfold") == 0 and count(cbam, "Loop") == 0
+
+
+def test_export_installs_nothing_and_says_what_is_missing(checkpoints, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    from ultralytics.utils import checks
+
+    called = []
+    monkeypatch.setattr(checks.subprocess, "check_output", lambda *a, **k: called.append(a) or b"")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxslim" else real(name, *a))
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--weights", str(checkpoints["yolov5n"]), "--simplify"])
+    assert e.value.code == 2 and not called
+    assert capsys.readouterr().err.strip() == ("yolov5-attention export: error: export --format onnx --simplify needs "
+                                               "onnxslim: pip install onnxslim")
+    with pytest.raises(SystemExit):
+        main(["export", "--weights", str(checkpoints["yolov5n"]), "--format", "openvino"])
+    assert "call ultralytics directly" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("block", BLOCKS)

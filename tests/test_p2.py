@@ -9,7 +9,7 @@ from ultralytics.nn import tasks
 from ultralytics.nn.tasks import DetectionModel
 
 import attention
-from attention.transfer import transfer
+from attention.training.transfer import transfer
 
 from conftest import BLOCKS, MODELS
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attention.checkpoints import RESUME_KEY, atomic_write, check_resumable, truncate_results
-from attention.training import latest_checkpoint
+from attention.adapter.trainer import RESUME_KEY, atomic_write, check_resumable, truncate_results
+from attention.training.job import latest_checkpoint
 
 from conftest import REPO
 
@@ -124,7 +124,7 @@ KILL_ON_SECOND_WRITE = """
 import os, runpy, signal, sys
 sys.argv = sys.argv[1:]  # as `python train.py ...` would see them
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
-import attention.checkpoints as C
+import attention.adapter.trainer as C
 
 writes = []
 
@@ -149,7 +149,7 @@ def open_(path, mode="r", *args, **kwargs):
             return DiesHalfway(fh)
     return fh
 
-C.open = open_  # checkpoints.py's own name for open: only its writes die
+C.open = open_  # trainer.py's own name for open: only its writes die
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -253,15 +253,15 @@ def test_resume_with_dataloader_workers_repeats_the_uninterrupted_run(tiny_data,
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "import attention.cli, attention.training as T\n"
-        "from attention.checkpoints import ResumableTrainer\n"
+        "import attention.training.job as T\n"
+        "from attention.adapter.trainer import ResumableTrainer\n"
+        "from attention.cli.main import main\n"
         "class Workers(ResumableTrainer):\n"
         "    def __init__(self, *a, **k):\n"
         "        super().__init__(*a, **k)\n"
         "        self.args.workers = 2\n"
-        "T.ResumableTrainer = Workers\n"
-        "from train import parse_opt\n"
-        "attention.cli.run(T.train, **vars(parse_opt()))\n"
+        "T.trainer_class = lambda: Workers\n"
+        "main(script='train.py')\n"
     )
     hyp = tmp_path / "hyp.yaml"
     hyp.write_text("nbs: 20\n")

@@ -17,8 +17,8 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.files import increment_path
 
-from attention.detection import detect
-from attention.slicing import Prediction, SlicedPredictor, predict_sliced
+from attention.inference.detect import detect
+from attention.inference.slicing import Prediction, SlicedPredictor, predict_sliced
 
 from conftest import REPO
 
@@ -170,7 +170,7 @@ def test_detect_py_slice_flags_and_stream_refusal(weights, big_image, tmp_path):
 
 def test_val_with_slicing_finds_what_full_image_val_misses(weights, tmp_path):
     """val.py --slice-size gives the same table as plain val.py, with the gain visible beside it."""
-    from attention.validation import val
+    from attention.evaluation.validate import val
 
     root = tmp_path / "big"
     for split in ("val",):

@@ -16,8 +16,8 @@ from ultralytics.nn.tasks import DetectionModel
 
 import attention
 from attention.blocks.gate import IdentityGate
-from attention.training import build
-from attention.transfer import align, transfer
+from attention.training.build import build
+from attention.training.transfer import align, transfer
 
 from conftest import BLOCKS, MODELS, REPO
 
@@ -131,24 +131,24 @@ def base_ckpt(tiny_data, tmp_path_factory):
 @pytest.mark.parametrize("block", ["CBAM", "CA"])
 def test_identity_start_predicts_like_the_base(base_ckpt, tiny_data, block):
     base = YOLO(str(base_ckpt))
-    variant = build(str(MODELS / f"yolov5n-{block.lower()}.yaml"), "identity", nc=3)
-    report = transfer(str(base_ckpt), variant.model)
+    variant = build(f"yolov5n-{block.lower()}.yaml", nc=3, attn_init="identity")
+    report = transfer(str(base_ckpt), variant)
     assert report.loaded == report.base_tensors
-    assert all(isinstance(variant.model.model[i], IdentityGate) for i in (24, 25, 26))
+    assert all(isinstance(variant.model[i], IdentityGate) for i in (24, 25, 26))
     images = sorted((Path(yaml.safe_load(tiny_data.read_text())["path"]) / "images" / "val").glob("*.jpg"))[:4]
     x = torch.stack([torch.from_numpy(cv2.imread(str(p))[..., ::-1].copy()).permute(2, 0, 1) for p in images]) / 255
     with torch.no_grad():
         a = base.model.float().eval()(x)[0]
-        b = variant.model.float().eval()(x)[0]
+        b = variant.float().eval()(x)[0]
     assert a.shape == b.shape and (a - b).abs().max() < 1e-4
 
 
 def test_identity_start_val_map_equals_the_base(base_ckpt, tiny_data, tmp_path):
-    variant = build(str(MODELS / "yolov5n-cbam.yaml"), "identity", nc=3)
-    transfer(str(base_ckpt), variant.model)
-    variant.model.names = YOLO(str(base_ckpt)).model.names
+    variant = build("yolov5n-cbam.yaml", nc=3, attn_init="identity")
+    transfer(str(base_ckpt), variant)
+    variant.names = YOLO(str(base_ckpt)).model.names
     path = tmp_path / "variant.pt"
-    torch.save({"model": variant.model.half(), "epoch": -1}, path)
+    torch.save({"model": variant.half(), "epoch": -1}, path)
     kw = dict(data=str(tiny_data), imgsz=160, batch=8, plots=False, project=str(tmp_path), verbose=False)
     m_base = YOLO(str(base_ckpt)).val(**kw).box
     m_var = YOLO(str(path)).val(**kw).box
