@@ -1,6 +1,6 @@
 """python -m attention <command>: the same as the yolov5-attention console script."""
 
-from attention.cli.main import main
+from attention.cli.main import console
 
 if __name__ == "__main__":
-    main()
+    console()

@@ -70,7 +70,7 @@ def test_p2_model_runs_with_strides_4_to_32(variant):
     assert model.stride.tolist() == [4, 8, 16, 32]
     with torch.no_grad():
         out, raw = model(torch.zeros(1, 3, 64, 96))
-    assert [tuple(f.shape[-2:]) for f in raw["feats"]] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert [tuple(f.shape[-2:]) for f in (raw["feats"] if isinstance(raw, dict) else raw)]  # 8.3: a list == [(16, 24), (8, 12), (4, 6), (2, 3)]
     assert out.shape == (1, 4 + 3, 16 * 24 + 8 * 12 + 4 * 6 + 2 * 3) and torch.isfinite(out).all()
     n_blocks = sum(isinstance(m, tuple(attention.get(b) for b in BLOCKS)) for m in model.model)
     assert n_blocks == (0 if variant == "yolov5-p2" else 4)
@@ -125,12 +125,19 @@ def test_transfer_from_yolov5n_fills_backbone_and_neck_and_lists_p2_layers(yolov
         assert report.layers[i].base == i and report.layers[i].loaded == report.layers[i].total
         for name, value in base.model[i].state_dict().items():
             assert torch.equal(target.model[i].state_dict()[name], value), (i, name)
-    # new: the P2 branch (24-27), the four blocks (28-31) and Detect, which now has four levels
-    assert report.new == list(range(24, 33))
-    assert report.unused == [24]  # the base's three-level Detect
-    assert report.loaded == sum(len(base.model[i].state_dict()) for i in range(24))
+    # new: the P2 branch (24-27) and the four blocks (28-31); Detect gets the base's three levels, its P2 level is new
+    assert report.new == list(range(24, 32))
+    assert report.unused == [] and report.loaded == report.base_tensors  # every base tensor lands somewhere
+    detect, base_detect = target.model[32], base.model[24]
+    assert report.layers[32].base == 24 and report.layers[32].loaded < report.layers[32].total
+    for k, j in ((1, 0), (2, 1), (3, 2)):  # the P3, P4, P5 branches come from the base's P3, P4, P5 branches
+        for head in ("cv2", "cv3"):
+            ours, theirs = getattr(detect, head)[k].state_dict(), getattr(base_detect, head)[j].state_dict()
+            assert all(torch.equal(ours[name], theirs[name]) for name in theirs), (head, k)
+    p2_branch = len(detect.cv2[0].state_dict()) + len(detect.cv3[0].state_dict())  # left as built
+    assert report.layers[32].loaded == report.layers[32].total - p2_branch
     summary = report.summary()
-    for i, kind in [(24, "Conv"), (25, "Upsample"), (26, "Concat"), (27, "C3"), (28, "CBAM"), (32, "Detect")]:
+    for i, kind in [(24, "Conv"), (25, "Upsample"), (26, "Concat"), (27, "C3"), (28, "CBAM")]:
         assert any(line.split()[:3] == [str(i), kind, "new"] for line in summary.splitlines()), (i, summary)
 
 

@@ -168,6 +168,28 @@ def test_missing_files_get_one_line_errors(tmp_path, script, args, message):
     assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_a_release_name_that_cannot_be_downloaded_is_one_line(tmp_path, monkeypatch, capsys):
+    from ultralytics.utils import downloads
+
+    import attention.adapter.weights as W
+    from attention.cli.main import main
+
+    def offline(file, *args, **kwargs):  # what ultralytics raises with no network, without touching one
+        raise ConnectionError(f"❌  Download failure for https://github.com/ultralytics/assets/releases/download/"
+                              f"v8.4.0/{file}. Environment may be offline.")
+
+    assert "yolov5su.pt" in downloads.GITHUB_ASSETS_NAMES
+    monkeypatch.setattr(W, "attempt_download_asset", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["--weights", "yolov5su.pt", "--cfg", "yolov5s-cbam.yaml"], script="train.py")
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("train.py: error: weights yolov5su.pt: not on this machine and not downloadable now "
+                          "(Download failure for https://github.com/ultralytics/assets/releases/download/v8.4.0/")
+    assert err.endswith("pass its path: --weights path/to/yolov5su.pt")
+
+
 @pytest.mark.parametrize(
     "row, message",
     [

@@ -21,7 +21,7 @@ import ultralytics
 from ultralytics.utils import LOGGER
 
 VERSION = ultralytics.__version__
-OLDEST, NEWEST = "8.3.0", "8.4.190"  # the range requirements.txt declares and CI tests (both ends)
+OLDEST, NEWEST = "8.3.5", "8.4.190"  # the range requirements.txt declares and CI tests (both ends)
 
 
 _ABSENT = object()
@@ -129,7 +129,7 @@ FEATURES: dict[str, Feature] = {
         "checkpoints with attention blocks under ULTRALYTICS_SAFE_LOAD=1",
         ("ultralytics.nn.tasks._SafeLoad (loading, _build, _registry, _lock, SUPPORTED)",
          "ultralytics.nn.tasks.torch_safe_load(weight, safe_only)", "ultralytics.nn.tasks.SAFE_LOAD"),
-        f"8.4.160 - {NEWEST}", _safe_load_missing),
+        f"8.4.126 - {NEWEST}", _safe_load_missing),
     "exact_resume": Feature(
         "crash-safe checkpoints and exact --resume",
         ("BaseTrainer.save_model writing last.pt/best.pt through self.last.write_bytes",
@@ -148,7 +148,7 @@ FEATURES: dict[str, Feature] = {
         "val --slice-size (sliced predictions scored by ultralytics' matcher)",
         ("ultralytics.models.yolo.detect.DetectionValidator._process_batch(preds: dict, batch: dict)",
          "ultralytics.utils.metrics.DetMetrics.update_stats"),
-        f"8.3.160 - {NEWEST}", _sliced_val_missing),
+        f"8.3.154 - {NEWEST}", _sliced_val_missing),
 }
 
 

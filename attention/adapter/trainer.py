@@ -242,8 +242,13 @@ class ResumableTrainer(AttentionTrainer):
         self.train_loader.generator.manual_seed(seed)
 
     def _close_dataloader_mosaic(self) -> None:
+        if getattr(self, "_in_resume", False) and self.epochs < self.args.close_mosaic:
+            # Releases up to 8.4.1xx close mosaic on resume when close_mosaic exceeds epochs, though their
+            # uninterrupted run (closing at epoch == epochs - close_mosaic) never does: keep it as that run had it.
+            return
         super()._close_dataloader_mosaic()
-        self._reseed()  # in whichever epoch a (resumed) run closes mosaic, the epoch starts from the same RNG
+        if hasattr(self, "epoch"):  # a resume that closes it before the epoch loop is reseeded by that loop
+            self._reseed()  # in whichever epoch a (resumed) run closes mosaic, the epoch starts from the same RNG
 
     def _build_train_pipeline(self) -> None:
         self._step_offset = 0  # an OOM retry restarts the step count at -1 in _do_train too
@@ -287,7 +292,11 @@ class ResumableTrainer(AttentionTrainer):
         return saved
 
     def resume_training(self, ckpt: dict | None) -> None:
-        super().resume_training(ckpt)
+        self._in_resume = True
+        try:
+            super().resume_training(ckpt)
+        finally:
+            self._in_resume = False
         if ckpt is None or not self.resume:
             return
         if RANK in {-1, 0}:

@@ -43,7 +43,7 @@ def validate(model: Any, data: str, split: str, save_dir: Path, **val_args: Any)
     """model.val() on a split, saved in save_dir: (its DetMetrics, its COCO-form predictions, category = class + 1)."""
     metrics = model.val(data=data, split=split, save_json=True, project=str(save_dir.parent), name=save_dir.name,
                         exist_ok=True, **val_args)
-    pred_file = Path(metrics.save_dir) / "predictions.json"
+    pred_file = save_dir / "predictions.json"  # project/name as given, exist_ok: the validator writes here
     predictions = json.loads(pred_file.read_text()) if pred_file.is_file() else []
     for p in predictions:
         p["category_id"] += CATEGORY_OFFSET

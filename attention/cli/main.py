@@ -49,3 +49,9 @@ def main(argv: Sequence[str] | None = None, script: str | None = None) -> object
     job, prog = args.func, args.prog
     del args.func, args.prog  # what is left are the command's own flags
     return run(job, prog, args)
+
+
+def console() -> int:
+    """The yolov5-attention console script (its return value is the exit status)."""
+    main()
+    return 0

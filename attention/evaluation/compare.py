@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from attention import cfg as shipped
 from attention.adapter.api import YOLO
+from attention.data.coco_format import yolo_to_coco
 from attention.data.listing import class_names, load_split
 from attention.data.prepare import EMBEDDED_DATA, prepare_data
 from attention.evaluation.coco import size_bins as parse_bins
@@ -70,7 +71,7 @@ def compare(
 
     data_yaml = prepare_data(data)
     split_cfg, images = load_split(data_yaml, "val")
-    names = class_names(split_cfg)
+    gt = yolo_to_coco(images, class_names(split_cfg))
     runs = [(c, s) for c in cfgs for s in seeds]
     scores: dict[tuple[str, int], dict[str, float]] = {}
     for k, (c, s) in enumerate(runs, 1):
@@ -84,7 +85,7 @@ def compare(
                            batch_size=batch_size, imgsz=imgsz, device=device, workers=workers, attn_init=attn_init)
             print(f"{tag}scoring")
             model = YOLO(str(run.best))
-            metrics, coco = score(model, data_yaml, images, names, bins, "val", folder / "score", imgsz=imgsz,
+            metrics, coco = score(model, data_yaml, gt, bins, "val", folder / "score", imgsz=imgsz,
                                   batch=batch_size, device=device or None, plots=False, verbose=False)
             row = {**model_size(model.model, imgsz), "mAP50": metrics.box.map50, "mAP50-95": metrics.box.map,
                    **{key: v for key, v in coco.items() if key.startswith("AP")}}

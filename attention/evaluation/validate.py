@@ -25,25 +25,24 @@ from attention.evaluation.latency import latency_ms
 from attention.evaluation.tables import METRIC_COLUMNS, format_table, model_size, write_table
 
 
-def score(model: YOLO, data: str, images: list[Path], names: list[str], bins: dict, split: str, save_dir: Path,
+def score(model: YOLO, data: str, gt: dict, bins: dict, split: str, save_dir: Path,
           **val_args: Any) -> tuple[Any, dict[str, float]]:
-    """ultralytics' metrics and our COCO-by-size metrics of one model on a split, saved in save_dir."""
+    """ultralytics' metrics and our COCO-by-size metrics (gt: the split as COCO, data.coco_format) in save_dir."""
     metrics, predictions = validate(model, data, split, save_dir, **val_args)
-    coco = evaluate(yolo_to_coco(images, names), predictions, bins)
-    (Path(metrics.save_dir) / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
+    coco = evaluate(gt, predictions, bins)
+    (save_dir / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
     return metrics, coco
 
 
-def sliced_score(model: YOLO, images: list[Path], names: list[str], bins: dict, save_dir: Path, slice_size: int,
-                 slice_overlap: float, imgsz: int | None, conf: float, iou: float, device: str | None,
-                 ) -> tuple[Any, dict[str, float]]:
+def sliced_score(model: YOLO, images: list[Path], gt: dict, names: list[str], bins: dict, save_dir: Path,
+                 slice_size: int, slice_overlap: float, imgsz: int | None, conf: float, iou: float,
+                 device: str | None) -> tuple[Any, dict[str, float]]:
     """The same metrics as score(), from sliced inference (attention.inference.slicing, on sahi) image by image."""
     from attention.inference.slicing import SlicedPredictor
 
     matcher = SlicedMatcher(names)
     predictor = SlicedPredictor(model, slice_size=slice_size, overlap=slice_overlap, imgsz=imgsz, conf=conf, iou=iou,
                                 device=device)
-    gt = yolo_to_coco(images, names)
     boxes: dict[Any, list] = {im["id"]: [] for im in gt["images"]}
     for a in gt["annotations"]:
         boxes[a["image_id"]].append((a["category_id"] - 1, *a["bbox"]))
@@ -89,6 +88,7 @@ def val(
     data, audit = check_data(prepare_data(data), (task,), named=data)  # bad files: listed once, left out
     cfg, images = load_split(data, task)
     names = class_names(cfg)
+    gt = yolo_to_coco(images, names)
     save_dir = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
     audit.write(save_dir)
     tile_imgsz, imgsz = imgsz, imgsz or 640
@@ -97,17 +97,20 @@ def val(
     def scorer(model: YOLO, out: Path) -> tuple[Any, dict[str, float]]:
         with quiet_about(audit.problem_images()):  # the data check listed those files already
             if slice_size:  # tiles at native resolution unless --imgsz says otherwise
-                return sliced_score(model, images, names, bins, out, slice_size, slice_overlap, tile_imgsz,
+                return sliced_score(model, images, gt, names, bins, out, slice_size, slice_overlap, tile_imgsz,
                                     conf_thres, iou_thres, device)
-            return score(model, data, images, names, bins, task, out, **val_args)
+            return score(model, data, gt, bins, task, out, **val_args)
 
     if len(paths) == 1:
         metrics, coco = scorer(YOLO(paths[0]), save_dir)
-        box, instances = metrics.box, metrics.nt_per_class
+        box = metrics.box
+        instances = np.bincount([a["category_id"] - 1 for a in gt["annotations"]], minlength=len(names))
         rows = [{"class": "all", "instances": int(instances.sum()), **box_metrics(metrics)}]
-        for i, c in enumerate(box.ap_class_index):
-            rows.append({"class": names[int(c)], "instances": int(instances[c]),
-                         **dict(zip(METRIC_COLUMNS, box.class_result(i)))})
+        scored = {int(c): i for i, c in enumerate(box.ap_class_index)}  # classes ultralytics has results for
+        for c in np.flatnonzero(instances):
+            result = box.class_result(scored[c]) if c in scored else (0.0, 0.0, 0.0, 0.0)
+            rows.append({"class": names[c], "instances": int(instances[c]),
+                         **{k: float(v) for k, v in zip(METRIC_COLUMNS, result)}})
         write_table(rows, save_dir / "results")
         (save_dir / "results.json").write_text(json.dumps({"classes": rows, "coco": coco}, indent=1, default=float))
         print(f"\n{format_table(rows)}\n\nCOCO metrics by object size (px = sqrt(area); "

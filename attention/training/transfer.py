@@ -129,7 +129,33 @@ def align(base: nn.Sequential, target: nn.Sequential) -> dict[int, int]:
                 mapping[t] = to_base[t] = b
                 start = b + 1
                 break
+        else:  # a head with a branch per input (Detect): it may share only some inputs, e.g. P2 added
+            shared = [b for b in range(start, len(base)) if _kind(base[b]) == _kind(target[t]) and _branches(base[b])
+                      and set(_roots(base, b)) & set(want)]
+            if _branches(target[t]) and shared:
+                mapping[t] = shared[0]  # its output has another role: nothing downstream aligns to it
     return mapping
+
+
+def _branches(layer: nn.Module) -> list[str]:
+    """Names of a layer's per-input submodule lists (Detect's cv2, cv3: one entry per input level)."""
+    f = getattr(layer, "f", None)
+    n = len(f) if isinstance(f, (list, tuple)) else 0
+    return [k for k, m in unwrap(layer).named_children() if isinstance(m, nn.ModuleList) and n > 1 and len(m) == n]
+
+
+def _branch_names(base: nn.Sequential, target: nn.Sequential, b: int, t: int, to_base: dict[int, int]) -> dict:
+    """Tensor-name prefixes of target layer t's branches -> those of base layer b's branch on the same input."""
+    b_roots, renames = _roots(base, b), {}
+    for k, root in enumerate(_roots(target, t)):
+        if to_base.get(root) in b_roots:
+            j = b_roots.index(to_base[root])
+            renames |= {f"{attr}.{k}.": f"{attr}.{j}." for attr in _branches(target[t])}
+    return renames
+
+
+def _branch_of(key: str, layer: nn.Module) -> bool:
+    return key.split(".", 1)[0] in _branches(layer)
 
 
 def _state(layer: nn.Module) -> dict[str, torch.Tensor]:
@@ -146,6 +172,7 @@ def transfer(weights: Any, target: nn.Module) -> TransferReport:
         weights = weights.get("ema") or weights["model"]
     base_layers, target_layers = weights.float().model, target.model
     mapping = align(base_layers, target_layers)
+    to_base = {INPUT: INPUT, **{t: b for t, b in mapping.items() if not is_attention(target_layers[t])}}
     layers = []
     for t, layer in enumerate(target_layers):
         dst = layer.state_dict()
@@ -153,8 +180,13 @@ def transfer(weights: Any, target: nn.Module) -> TransferReport:
         loaded, skipped = 0, []
         if b is not None:
             src = _state(base_layers[b])
+            renames = _branch_names(base_layers, target_layers, b, t, to_base) if _branches(layer) else {}
             for name in dst:
                 key = name.removeprefix("block.")
+                prefix = next((p for p in renames if key.startswith(p)), None)
+                if renames and _branch_of(key, layer) and prefix is None:
+                    continue  # a branch on an input the base has no counterpart for: it starts fresh
+                key = renames[prefix] + key[len(prefix):] if prefix else key
                 if key in src and src[key].shape == dst[name].shape:
                     dst[name] = src[key].to(dst[name].dtype)
                     loaded += 1
