@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from attention.adapter import scan
 from attention.data.audit import BACKGROUND, KEPT, LEFT_OUT, DataError, check_data
 from conftest import REPO, data_yaml
 
@@ -116,6 +117,8 @@ def fuzz(tiny_data: Path, root: Path) -> tuple[Path, dict[str, tuple[str, str]]]
         if label:
             text = label((root / "labels" / split / f"{good.stem}.txt").read_text())
             (root / "labels" / split / f"{name}.txt").write_bytes(text.encode("latin-1"))
+        if name == "box_and_polygon" and scan.verify(str(path), str(root / "labels" / split / f"{name}.txt"), 3)["ok"]:
+            reason = None  # releases before 8.4.1xx accept a label file mixing boxes and polygons
         if reason:
             expected[str(path)] = (split, reason)
     (root / "images" / "train" / "notes.txt").write_text("not an image suffix: ultralytics never lists it\n")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-HELP = "compare variants over several seeds: mean ± std, paired 95%% intervals against the baseline"
+HELP = "compare levers (variants x ways of inferring) over seeds: paired 95%% intervals against the baseline"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,13 +17,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data")
     p.add_argument("--hyp")
     p.add_argument("--weights", help="base checkpoint every variant starts from (transferred by layer role)")
+    p.add_argument("--finetune", action="store_true", default=None,
+                   help="train one base (the first --cfg, seed 0) or take --weights, and fine-tune every variant from it")
+    p.add_argument("--base-epochs", type=int, help="epochs of the base with --finetune (default 30)")
+    p.add_argument("--base-hyp", help="hyperparameter YAML of the base (default: --hyp)")
+    p.add_argument("--infer", nargs="+", help="ways of inferring to score each run with: full:SIZE (whole image at "
+                   "SIZE px) and/or sliced:TILE; default full:IMGSZ")
     p.add_argument("--imgsz", "--img", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device")
     p.add_argument("--workers", type=int)
     p.add_argument("--attn-init", choices=["paper", "identity"])
     p.add_argument("--size-bins", help="coco, tiny, or edges in px like 0,16,32,inf")
-    p.add_argument("--metric", help="the metric the verdict is on (default mAP50-95; e.g. AP_small)")
+    p.add_argument("--metric", help="the metric the verdicts are on (default: AP_small, or AP_tiny with tiny bins)")
     p.add_argument("--project")
     p.add_argument("--name", help="comparison folder under --project (default: the experiment YAML's name, or exp)")
 

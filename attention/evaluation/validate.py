@@ -38,7 +38,7 @@ def sliced_score(model: YOLO, images: list[Path], gt: dict, names: list[str], bi
                  slice_size: int, slice_overlap: float, imgsz: int | None, conf: float, iou: float,
                  device: str | None) -> tuple[Any, dict[str, float]]:
     """The same metrics as score(), from sliced inference (attention.inference.slicing, on sahi) image by image."""
-    from attention.inference.slicing import SlicedPredictor
+    from attention.inference.slicing import SlicedPredictor, coco_detections
 
     matcher = SlicedMatcher(names)
     predictor = SlicedPredictor(model, slice_size=slice_size, overlap=slice_overlap, imgsz=imgsz, conf=conf, iou=iou,
@@ -51,9 +51,7 @@ def sliced_score(model: YOLO, images: list[Path], gt: dict, names: list[str], bi
         pred = predictor(path)
         g = np.array(boxes[image_id(path)], dtype=np.float32).reshape(-1, 5)
         matcher.add(path.name, pred.xyxy, pred.conf, pred.cls, g[:, 0], np.c_[g[:, 1:3], g[:, 1:3] + g[:, 3:5]])
-        dets += [{"image_id": image_id(path), "category_id": int(c) + 1, "score": float(sc),
-                  "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
-                 for (x0, y0, x1, y1), sc, c in zip(pred.xyxy, pred.conf, pred.cls)]
+        dets += coco_detections(path, pred)
     metrics = matcher.finish(save_dir)
     (save_dir / "predictions.json").write_text(json.dumps(dets))
     coco = evaluate(gt, dets, bins)

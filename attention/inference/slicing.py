@@ -25,6 +25,7 @@ import numpy as np
 
 from attention.adapter.api import YOLO
 from attention.adapter.weights import resolve_weights
+from attention.data.coco_format import image_id
 
 MERGES = ("GREEDYNMM", "NMM", "NMS")
 METRICS = ("IOS", "IOU")
@@ -158,3 +159,10 @@ def predict_sliced(
     if not isinstance(model, SlicedPredictor):
         model = SlicedPredictor(model, slice_size=slice_size, overlap=overlap, **kwargs)
     return model(image)
+
+
+def coco_detections(image: Path, pred: Prediction) -> list[dict[str, Any]]:
+    """One image's detections in COCO form (xywh pixels, category = class + 1), as the validator writes them."""
+    return [{"image_id": image_id(image), "category_id": int(c) + 1, "score": float(sc),
+             "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+            for (x0, y0, x1, y1), sc, c in zip(pred.xyxy, pred.conf, pred.cls)]
