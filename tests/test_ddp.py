@@ -83,3 +83,24 @@ def test_worker_of_train_py_trains_the_variant(monkeypatch, tiny_data, tmp_path)
     proc = run_worker(trainer, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert cbam_blocks(Path(trainer.save_dir) / "weights" / "last.pt") == 3
+
+
+def test_a_fine_tuned_variant_reaches_the_workers_as_built(tiny_data, tmp_path):
+    # Workers of releases that pass only the run's arguments rebuild the model from args.model; handing over
+    # a checkpoint there keeps the transferred weights and the identity gates (what the worker sees: a path).
+    from attention.adapter.trainer import hand_over
+    from attention.blocks.gate import IdentityGate
+    from attention.training.build import build
+
+    model = build("yolov5n-cbam.yaml", nc=3, seed=0, attn_init="identity")
+    for gate in (m for m in model.modules() if isinstance(m, IdentityGate)):
+        gate.gamma.data.fill_(0.25)  # a value no fresh build has
+    trainer = yaml_only_trainer(ResumableTrainer, tiny_data, tmp_path / "runs")
+    start = hand_over(trainer, model)
+    assert trainer.args.model == str(start) and isinstance(trainer.model, str)  # as an old release's worker gets it
+    trainer.model = trainer.args.model
+    proc = run_worker(trainer, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trained = torch.load(Path(trainer.save_dir) / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    gates = [m for m in trained["model"].modules() if isinstance(m, IdentityGate)]
+    assert len(gates) == 3 and all(abs(float(g.gamma) - 0.25) < 0.05 for g in gates)  # one epoch moves it a little

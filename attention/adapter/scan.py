@@ -73,9 +73,7 @@ class _AlreadyReported(logging.Filter):
 
     def _names_one(self, line: str) -> bool:
         text = _ANSI.sub("", line)
-        seps = [m.span() for m in re.finditer(": ", text)]
-        starts = [0] + [end for _, end in seps]
-        return any(text[a:b] in self.files for a in starts for b, _ in seps if b > a)
+        return any(f"{f}: " in text for f in self.files)  # "<file>: <what ultralytics found>", after any prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
         lines = record.getMessage().split("\n")

@@ -182,6 +182,21 @@ class AttentionTrainer(DetectionTrainer):
         return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
 
 
+def hand_over(trainer: AttentionTrainer, model: nn.Module) -> Path:
+    """Make model what every DDP worker starts from: saved as weights/start.pt and named as the run's model.
+
+    Releases before 8.4.1xx give DDP workers only the run's arguments, from which each worker rebuilds the
+    model from its YAML, losing transferred weights and identity gates; a checkpoint path in args.model is
+    loaded instead (and AttentionTrainer.get_model keeps it as it is). Newer releases pickle the model itself.
+    """
+    path = Path(trainer.wdir) / "start.pt"
+    buffer = io.BytesIO()
+    torch.save({"model": model, "train_args": vars(trainer.args), "epoch": -1}, buffer)
+    atomic_write(path, buffer.getvalue())
+    trainer.args.model = str(path)
+    return path
+
+
 def trainer_class() -> type[AttentionTrainer]:
     """ResumableTrainer where the installed ultralytics allows it, else AttentionTrainer (with one warning)."""
     return ResumableTrainer if compat.enabled("exact_resume") else AttentionTrainer

@@ -121,8 +121,9 @@ def explain_label(lb_file: str, nc: int) -> tuple[str, str] | None:
 
 def _ultralytics_reason(msg: str, im_file: str) -> str:
     """ultralytics' message without the file name it starts with."""
-    text = msg[len(im_file):].lstrip(": ") if msg.startswith(im_file) else msg
-    return text.split("ignoring corrupt image/label: ", 1)[-1].strip()
+    text = msg.replace(f"{im_file}: ", "").replace(im_file, "")  # some releases put it after a "WARNING" prefix
+    text = text.split("ignoring corrupt image/label: ", 1)[-1].strip()
+    return text.removeprefix("WARNING ⚠️").strip()
 
 
 def check_file(im_file: str, lb_file: str, nc: int) -> dict[str, Any]:
@@ -150,6 +151,8 @@ def check_file(im_file: str, lb_file: str, nc: int) -> dict[str, Any]:
         if verdict["read"]:  # it got as far as reading the label file, so the label file is what it rejected
             return bad(*(explain_label(lb_file, nc) or ("rejected label", _ultralytics_reason(msg, im_file))))
         return bad("rejected image", _ultralytics_reason(msg, im_file))
+    if len(lb) and ((lb[:, 0] < 0) | (lb[:, 0] >= nc)).any():  # releases up to 8.3.9x let class nc through
+        return bad(*(explain_label(lb_file, nc) or ("bad class id", f"a class id is not one of 0-{nc - 1}")))
     if not decoded and not scan.decodes(im_file):
         return bad("undecodable image", LEFT_OUT["undecodable image"])
     problems = out["problems"]

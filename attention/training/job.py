@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from attention import cfg as shipped
 from attention.adapter.api import YOLO, DetectionModel
 from attention.adapter.scan import quiet_about
-from attention.adapter.trainer import check_resumable, trainer_class
+from attention.adapter.trainer import check_resumable, hand_over, trainer_class
 from attention.adapter.validator import box_metrics
 from attention.adapter.weights import load, resolve_weights
 from attention.data.audit import check_data
@@ -114,6 +114,8 @@ def train(
                  "name": name, "exist_ok": exist_ok, "mode": "train", "task": "detect"}
     trainer = trainer_class()(overrides=settings)  # picks (and creates) the run folder
     trainer.model = model  # trained as built: ultralytics would rebuild it from the YAML and copy weights by key
+    if len(str(device or "").split(",")) > 1 and (report is not None or attn_init != "paper" or cfg is None):
+        hand_over(trainer, model)  # several GPUs: each worker process starts from this model, not from the YAML
     audit.write(trainer.save_dir)
     if report is not None:
         report.write(trainer.save_dir)
