@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train one base (the first --cfg, seed 0) or take --weights, and fine-tune every variant from it")
     p.add_argument("--base-epochs", type=int, help="epochs of the base with --finetune (default 30)")
     p.add_argument("--base-hyp", help="hyperparameter YAML of the base (default: --hyp)")
+    p.add_argument("--base-data", help="dataset YAML the base trains on (default: --data)")
+    p.add_argument("--base-imgsz", type=int, help="image size the base trains at (default: --imgsz)")
     p.add_argument("--infer", nargs="+", help="ways of inferring to score each run with: full:SIZE (whole image at "
                    "SIZE px) and/or sliced:TILE; default full:IMGSZ")
     p.add_argument("--imgsz", "--img", type=int)

@@ -10,9 +10,9 @@ mode on the same val split, so all levers are paired by seed. The first --cfg wi
 baseline. Running the same command again reuses every finished run and score and resumes an interrupted run
 exactly; adding an --infer mode or changing the size bins only scores again.
 
---finetune: one base is trained once (the first --cfg, seed 0, --base-epochs) or given with --weights, and every
-variant, the baseline included, is fine-tuned from it with the same settings, inserted blocks starting as the
-identity (--attn-init identity).
+--finetune: one base is trained once (the first --cfg, seed 0, --base-epochs on --base-data at --base-imgsz, by
+default the comparison's own data and size) or given with --weights, and every variant, the baseline included, is
+fine-tuned from it with the same settings, inserted blocks starting as the identity (--attn-init identity).
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from attention.evaluation.summary import closing_line, summarize
 from attention.evaluation.tables import format_table, model_size, write_table
 
 # What must be equal for two invocations to share runs (scoring options may change: they only rescore).
-RUN_SETTINGS = ("data", "hyp", "weights", "epochs", "imgsz", "batch_size", "attn_init", "finetune", "base_epochs",
-                "base_hyp")
+RUN_SETTINGS = ("data", "hyp", "weights", "epochs", "imgsz", "batch_size", "attn_init", "finetune", "base")
 
 
 def parse_infer(specs: Sequence[str] | None, imgsz: int) -> list[tuple[str, int]]:
@@ -98,6 +97,8 @@ def compare(
     finetune: bool = False,
     base_epochs: int = 30,
     base_hyp: str = "",
+    base_data: str = "",
+    base_imgsz: int = 0,
     imgsz: int = 640,
     batch_size: int = 16,
     device: str = "",
@@ -121,20 +122,20 @@ def compare(
     metric = metric or default_metric(bins)
     attn_init = attn_init or ("identity" if finetune else "paper")
     root = Path(project).resolve() / name
+    trains_base = bool(finetune and not weights)
+    base = dict(epochs=base_epochs, hyp=str(base_hyp or hyp), data=str(base_data or data),
+                imgsz=base_imgsz or imgsz) if trains_base else None
     _check_settings(root, dict(data=str(data), hyp=str(hyp), weights=str(weights), epochs=epochs, imgsz=imgsz,
-                               batch_size=batch_size, attn_init=attn_init, finetune=bool(finetune),
-                               base_epochs=base_epochs if finetune and not weights else None,
-                               base_hyp=str(base_hyp) if finetune and not weights else None))
+                               batch_size=batch_size, attn_init=attn_init, finetune=bool(finetune), base=base))
 
     data_yaml = prepare_data(data)
     split_cfg, images = load_split(data_yaml, "val")
     gt = yolo_to_coco(images, class_names(split_cfg))
     common = dict(data=data, epochs=epochs, batch_size=batch_size, imgsz=imgsz, device=device, workers=workers)
     start_from = resolve_weights(weights) if weights else None
-    if finetune and not start_from:
-        base = train_in(root / "base", cfgs[0], 0, tag="[base] ", **{**common, "epochs": base_epochs},
-                        hyp=base_hyp or hyp or None)
-        start_from = str(base.best)
+    if base is not None:
+        trained = train_in(root / "base", cfgs[0], 0, tag="[base] ", **{**common, **base, "hyp": base["hyp"] or None})
+        start_from = str(trained.best)
     if attn_init != "paper" and not start_from:
         raise ValueError(f"--attn-init {attn_init} makes a variant start as its base: it needs --weights or --finetune")
 
