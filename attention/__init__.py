@@ -9,9 +9,9 @@ load under ultralytics' restricted loading. The blocks themselves (attention.blo
 from attention import blocks  # noqa: F401  (registers the built-in blocks)
 from attention.adapter import install
 from attention.blocks.gate import IdentityGate
-from attention.blocks.registry import AttentionConfigError, available, get, register
+from attention.blocks.registry import AttentionConfigError, available, get, register, registered
 
 install()
 
-__all__ = ["AttentionConfigError", "IdentityGate", "available", "get", "install", "register"]
+__all__ = ["AttentionConfigError", "IdentityGate", "available", "get", "install", "register", "registered"]
 __version__ = "0.2.0"

@@ -18,7 +18,7 @@ from ultralytics.utils import LOGGER
 import attention
 from attention.adapter import compat
 from attention.adapter import parser as hook
-from attention.blocks.registry import AttentionConfigError, _BLOCKS, register
+from attention.blocks.registry import AttentionConfigError, register, registered, unregister
 
 from pathlib import Path
 
@@ -139,8 +139,8 @@ def test_unknown_block_names_the_row_and_lists_known_names(write_yaml):
     with pytest.raises(AttentionConfigError) as e:
         YOLO(str(path))
     msg = str(e.value)
-    assert msg.startswith(f"row 2 of {path} (scale n): unknown module 'CBM' (did you mean CBAM?); known attention blocks: ")
-    assert msg.endswith(", ".join(attention.available())) and "CA, CBAM" in msg
+    assert msg.startswith(f"row 2 of {path} (scale n): unknown module 'CBM' (did you mean CBAM?); registered modules: ")
+    assert msg.endswith(", ".join(registered())) and "CA, CBAM" in msg
 
 
 def test_wrong_block_arguments_say_how_to_write_the_row(write_yaml):
@@ -184,7 +184,7 @@ def test_user_block_registered_with_decorator(write_yaml):
         assert torch.allclose(gate.w, torch.full_like(gate.w, 2.0))
         assert "Gate" in attention.available()
     finally:
-        _BLOCKS.pop("Gate", None)
+        unregister("Gate")
 
 
 def test_our_cbam_shadows_ultralytics_cbam_in_yaml(write_yaml):

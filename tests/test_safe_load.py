@@ -25,7 +25,7 @@ import attention
 import attention.training.transfer
 from attention.adapter import compat, safe_load
 from attention.blocks.gate import IdentityGate, gate_blocks
-from attention.blocks.registry import _BLOCKS, available
+from attention.blocks.registry import available, classes as registered_classes, register, unregister
 
 from conftest import MODELS, REPO
 
@@ -241,10 +241,10 @@ def test_val_refuses_a_crafted_checkpoint_in_one_line(tmp_path):
 
 def test_allow_list_holds_our_blocks_and_gate_only():
     allow = safe_load.allowed()
-    assert set(allow.values()) >= {*_BLOCKS.values(), IdentityGate}
+    assert set(allow.values()) >= {*registered_classes(), IdentityGate}
     assert allow["attention.blocks.cbam.CBAM"] is attention.get("CBAM")
     assert allow["attention.blocks.gate.IdentityGate"] is IdentityGate
-    block_modules = {b.__module__ for b in _BLOCKS.values()}
+    block_modules = {b.__module__ for b in registered_classes()}
     for name, cls in allow.items():
         assert name == f"{cls.__module__}.{cls.__qualname__}"
         assert issubclass(cls, nn.Module) and (cls is IdentityGate or cls.__module__ in block_modules), name
@@ -266,8 +266,11 @@ def test_helpers_in_a_registered_blocks_file_are_allowed(monkeypatch):
         vars(mod),
     )
     monkeypatch.setitem(sys.modules, "custom_blocks", mod)
-    monkeypatch.setitem(_BLOCKS, "Block", mod.Block)
-    ours = {k for k in safe_load.allowed() if k.startswith("custom_blocks.")}
+    register(mod.Block)
+    try:
+        ours = {k for k in safe_load.allowed() if k.startswith("custom_blocks.")}
+    finally:
+        unregister("Block")
     assert ours == {"custom_blocks.Block", "custom_blocks.Helper"}  # not Config, helper_fn nor the imported nn
 
 

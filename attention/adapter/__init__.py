@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def install() -> None:
-    from attention.adapter import model_files, parser, safe_load
+    from attention.adapter import model_files, modules, parser, safe_load  # noqa: F401  (modules registers C3Attn)
 
     parser.install()
     model_files.install()

@@ -67,6 +67,14 @@ def _parser_missing() -> list[str]:
     return out
 
 
+def _module_channels_missing() -> list[str]:
+    code = _code("ultralytics.nn.tasks.parse_model")
+    first_compare, first_read = code.find("if n > 1"), code.find("ch[f]")
+    if first_compare < 0 or first_read < 0 or first_compare > first_read:
+        return ["parse_model comparing a row's number (n > 1) before it reads the channel list ch"]
+    return []
+
+
 def _model_files_missing() -> list[str]:
     out = _missing_names("ultralytics.nn.tasks.check_yaml", "ultralytics.nn.tasks.yaml_model_load")
     if not out and "check_yaml(" not in _code("ultralytics.nn.tasks.yaml_model_load"):
@@ -121,6 +129,11 @@ FEATURES: dict[str, Feature] = {
         ("ultralytics.nn.tasks.parse_model: its locals ch, f, width, max_channels, and string arguments "
          "resolved through locals() (that is how our rows receive their input channels)",),
         f"{OLDEST} - {NEWEST}", _parser_missing),
+    "module_channels": Feature(
+        "registered modules that change channels or take several inputs (C3Attn, WeightedFusion, your own)",
+        ("ultralytics.nn.tasks.parse_model: a row's number compared (n > 1) before the row reads ch, and ch "
+         "the list it reads channels from (a registered row corrects its entry then)",),
+        f"{OLDEST} - {NEWEST}", _module_channels_missing),
     "model_files": Feature(
         "shipped model YAMLs by name from any folder",
         ("ultralytics.nn.tasks.check_yaml, as called by tasks.yaml_model_load",),

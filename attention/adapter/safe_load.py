@@ -25,7 +25,7 @@ from ultralytics.nn import tasks
 
 from attention.adapter import compat
 from attention.blocks.gate import IdentityGate
-from attention.blocks.registry import _BLOCKS
+from attention.blocks.registry import classes as registered_classes
 
 
 class UnsafeCheckpointError(TypeError):
@@ -40,8 +40,8 @@ def allowed() -> dict[str, type[nn.Module]]:
 
     Read at each load, so blocks registered after ``import attention`` are included.
     """
-    classes = {IdentityGate, *_BLOCKS.values()}
-    for block in list(_BLOCKS.values()):
+    classes = {IdentityGate, *registered_classes()}
+    for block in registered_classes():
         # Helpers a block builds itself from (e.g. a sub-layer class) live in the block's file.
         module = sys.modules.get(block.__module__)
         for obj in vars(module).values() if module else ():

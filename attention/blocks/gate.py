@@ -37,19 +37,44 @@ def is_attention(layer: nn.Module) -> bool:
 
 
 def gate_blocks(layers: nn.Sequential, only: set[int] | None = None) -> list[int]:
-    """Wrap every attention block (or those at the indices `only`) of a model's layer list in an IdentityGate,
-    in place; returns the indices wrapped.
+    """Wrap every attention block of a model's layer list in an IdentityGate, in place (only the layers at the
+    indices `only`, if given); returns the indices of the layers that now hold a new gate.
 
-    The gate takes over the layer's place in the model's forward loop, so it carries the attributes
-    the YOLO parser attached to the layer (its inputs f, index i, type name, parameter count np).
+    A block that is a layer of its own takes over the layer's place in the model's forward loop, so the gate
+    carries the attributes the YOLO parser attached to it (inputs f, index i, type name, parameter count np);
+    a block inside another layer (C3Attn's) is gated where it is.
     """
     wrapped = []
     for i, layer in enumerate(layers):
-        if is_attention(layer) and not isinstance(layer, IdentityGate) and (only is None or i in only):
+        if only is not None and i not in only:
+            continue
+        if is_attention(layer):
+            if isinstance(layer, IdentityGate):
+                continue
             gate = IdentityGate(layer)
             for attr in ("f", "i", "type", "np"):
                 if hasattr(layer, attr):
                     setattr(gate, attr, getattr(layer, attr))
             layers[i] = gate
             wrapped.append(i)
+        elif _gate_inside(layer):
+            wrapped.append(i)
     return wrapped
+
+
+def _gate_inside(module: nn.Module) -> bool:
+    found = False
+    for name, child in module.named_children():
+        if isinstance(child, IdentityGate):
+            continue
+        if is_block(child):
+            setattr(module, name, IdentityGate(child))
+            found = True
+        else:
+            found |= _gate_inside(child)
+    return found
+
+
+def has_gate(layer: nn.Module) -> bool:
+    """The layer is, or holds, an IdentityGate."""
+    return any(isinstance(m, IdentityGate) for m in layer.modules())

@@ -14,7 +14,7 @@ import torch
 
 from attention.adapter.api import DetectionModel
 from attention.adapter.weights import load
-from attention.blocks.gate import INITS, IdentityGate, gate_blocks
+from attention.blocks.gate import INITS, gate_blocks, has_gate
 from attention.training.transfer import TransferReport, transfer
 
 
@@ -51,7 +51,7 @@ def starting_model(cfg: str | None, weights: str | None = None, nc: int | None =
         if nc is None or base.yaml.get("nc") == nc:
             return base, None
         model = build(base.yaml, nc, seed)
-        gate_blocks(model.model, only={i for i, layer in enumerate(base.model) if isinstance(layer, IdentityGate)})
+        gate_blocks(model.model, only={i for i, layer in enumerate(base.model) if has_gate(layer)})
         return model, transfer(base, model)
     model = build(cfg, nc, seed, attn_init)
     return model, (transfer(weights, model) if weights else None)

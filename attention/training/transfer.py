@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from attention.adapter.weights import load
-from attention.blocks.gate import is_attention, unwrap
+from attention.blocks.gate import IdentityGate, is_attention, unwrap
+from attention.blocks.registry import stands_in_for
 
 INPUT = -1  # the image, as the source of layer 0
 
@@ -104,7 +105,9 @@ def _roots(layers: nn.Sequential, i: int) -> list[int]:
 
 
 def _kind(layer: nn.Module) -> str:
-    return type(unwrap(layer)).__name__
+    """The layer's type for alignment: a registered drop-in counts as the layer it replaces (C3Attn as C3)."""
+    inner = unwrap(layer)
+    return stands_in_for(inner) or type(inner).__name__
 
 
 def align(base: nn.Sequential, target: nn.Sequential) -> dict[int, int]:
@@ -158,9 +161,24 @@ def _branch_of(key: str, layer: nn.Module) -> bool:
     return key.split(".", 1)[0] in _branches(layer)
 
 
+def plain_name(name: str, gates: list[str]) -> str:
+    """A tensor name with the 'block.' a gate adds removed (gates: the gates' own names in the layer, '' for itself),
+    so that plain and gated blocks match: 'block.mlp.0.weight' -> 'mlp.0.weight', 'attn.block.x' -> 'attn.x'."""
+    for g in gates:
+        inside = f"{g}.block." if g else "block."
+        if name.startswith(inside):
+            return (f"{g}." if g else "") + name[len(inside):]
+    return name
+
+
+def _gates(layer: nn.Module) -> list[str]:
+    return [name for name, m in layer.named_modules() if isinstance(m, IdentityGate)]
+
+
 def _state(layer: nn.Module) -> dict[str, torch.Tensor]:
-    """A layer's tensors by name, a gated block's inner names unprefixed so plain and gated blocks match."""
-    return {k.removeprefix("block."): v for k, v in layer.state_dict().items()}
+    """A layer's tensors by plain name (plain_name)."""
+    gates = _gates(layer)
+    return {plain_name(k, gates): v for k, v in layer.state_dict().items()}
 
 
 def transfer(weights: Any, target: nn.Module) -> TransferReport:
@@ -181,8 +199,9 @@ def transfer(weights: Any, target: nn.Module) -> TransferReport:
         if b is not None:
             src = _state(base_layers[b])
             renames = _branch_names(base_layers, target_layers, b, t, to_base) if _branches(layer) else {}
+            gates = _gates(layer)
             for name in dst:
-                key = name.removeprefix("block.")
+                key = plain_name(name, gates)
                 prefix = next((p for p in renames if key.startswith(p)), None)
                 if renames and _branch_of(key, layer) and prefix is None:
                     continue  # a branch on an input the base has no counterpart for: it starts fresh
@@ -193,7 +212,7 @@ def transfer(weights: Any, target: nn.Module) -> TransferReport:
                 elif key in src:
                     skipped.append(name)
             layer.load_state_dict(dst)
-        layers.append(LayerTransfer(t, _kind(layer), b, loaded, len(dst), skipped))
+        layers.append(LayerTransfer(t, type(unwrap(layer)).__name__, b, loaded, len(dst), skipped))
     unused = [b for b in range(len(base_layers)) if b not in mapping.values() and base_layers[b].state_dict()]
     base_tensors = sum(len(m.state_dict()) for m in base_layers)
     return TransferReport(source, layers, unused, base_tensors)
