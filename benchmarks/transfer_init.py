@@ -19,16 +19,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-import yaml  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 
-from attention.dataset import EMBEDDED_DATA, prepare_data  # noqa: E402
-from attention.paths import resolve_cfg  # noqa: E402
-from attention.report import format_table, write_table  # noqa: E402
-from attention.training import build, load_hyp  # noqa: E402
-from attention.transfer import transfer  # noqa: E402
+from attention import cfg as shipped  # noqa: E402
+from attention.data.listing import class_names, data_dict  # noqa: E402
+from attention.data.prepare import EMBEDDED_DATA, prepare_data  # noqa: E402
+from attention.evaluation.tables import format_table, write_table  # noqa: E402
+from attention.training.build import starting_model  # noqa: E402
+from attention.training.job import load_hyp, train  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODES = {"a": "transfer+identity", "b": "transfer", "c": "key loading", "d": "no weights"}
 
 
@@ -37,32 +36,39 @@ def mAP_per_epoch(run: Path) -> list[float]:
         return [float({k.strip(): v for k, v in r.items()}["metrics/mAP50-95(B)"]) for r in csv.DictReader(fh)]
 
 
+def start_map(model, data: str, opt: argparse.Namespace, out: Path, key: str) -> float:
+    """mAP50-95 of a starting model before any training (epoch 0)."""
+    wrapper = YOLO(opt.cfg)
+    wrapper.model = model
+    return wrapper.val(data=data, imgsz=opt.img, batch=opt.batch_size, device=opt.device, plots=False,
+                       project=str(out), name=f"start-{key}", exist_ok=True, verbose=False).box.map
+
+
 def main(opt: argparse.Namespace) -> None:
     data = prepare_data(opt.data)
-    nc = len(yaml.safe_load(Path(data).read_text())["names"])
+    nc = len(class_names(data_dict(data)))
     out = Path(opt.project).resolve()
-    settings = dict(data=data, imgsz=opt.img, batch=opt.batch_size, device=opt.device, workers=opt.workers,
-                    seed=opt.seed, deterministic=True, plots=False, project=str(out), exist_ok=True)
-    base = opt.base
-    if not base:
-        YOLO(resolve_cfg(opt.base_cfg)).train(**settings, **load_hyp(opt.base_hyp), epochs=opt.base_epochs, name="base")
-        base = str(out / "base" / "weights" / "best.pt")
-    cfg = resolve_cfg(opt.cfg)
+    common = dict(data=opt.data, imgsz=opt.img, batch_size=opt.batch_size, device=opt.device, workers=opt.workers,
+                  seed=opt.seed, project=out, exist_ok=True)
+    base = opt.base or str(train(opt.base_cfg, hyp=opt.base_hyp, epochs=opt.base_epochs, name="base", **common)
+                           .save_dir / "weights" / "best.pt")
     curves = {}
     for key, label in MODES.items():
-        model = build(cfg, "identity" if key == "a" else "paper", nc=nc)
-        if key in "ab":
-            print(transfer(base, model.model).summary().splitlines()[0])
-            model.load(model.model)  # the trainer starts from this model
-        elif key == "c":
-            model.load(base)  # ultralytics' own loading: by state_dict key and shape
-        start = copy.deepcopy(model).val(data=data, imgsz=opt.img, batch=opt.batch_size, device=opt.device, plots=False,
-                          project=str(out), name=f"start-{key}", exist_ok=True, verbose=False).box.map
-        model.train(**settings, **load_hyp(opt.hyp), epochs=opt.epochs, name=f"mode-{key}")
+        if key == "c":  # ultralytics' own loading: by state_dict key and shape, through its own trainer
+            model = YOLO(shipped.model_yaml(opt.cfg)).load(base)
+            start = start_map(copy.deepcopy(model.model), data, opt, out, key)
+            model.train(data=data, imgsz=opt.img, batch=opt.batch_size, device=opt.device, workers=opt.workers,
+                        seed=opt.seed, deterministic=True, project=str(out), exist_ok=True, epochs=opt.epochs,
+                        name=f"mode-{key}", plots=False, **load_hyp(opt.hyp))
+        else:
+            weights = base if key in "ab" else None
+            init = "identity" if key == "a" else "paper"
+            start = start_map(starting_model(opt.cfg, weights, nc, opt.seed, init)[0], data, opt, out, key)
+            train(opt.cfg, weights=weights, attn_init=init, hyp=opt.hyp, epochs=opt.epochs, name=f"mode-{key}", **common)
         curves[label] = [start, *mAP_per_epoch(out / f"mode-{key}")]
     rows = [{"epoch": e, **{label: c[e] for label, c in curves.items()}} for e in range(opt.epochs + 1)]
     write_table(rows, out / "transfer_init")
-    print(f"\nmAP50-95 after each epoch, {Path(cfg).stem} from {base} ({out / 'transfer_init.csv'}):")
+    print(f"\nmAP50-95 after each epoch, {Path(opt.cfg).stem} from {base} ({out / 'transfer_init.csv'}):")
     print(format_table(rows))
 
 
@@ -73,9 +79,9 @@ if __name__ == "__main__":
     p.add_argument("--base-cfg", default="yolov5n.yaml")
     p.add_argument("--base-epochs", type=int, default=20)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--data", default=str(EMBEDDED_DATA))
-    p.add_argument("--hyp", default=str(CONFIGS / "hyp.finetune.yaml"), help="hyperparameters of the fine-tunes")
-    p.add_argument("--base-hyp", default=str(CONFIGS / "hyp.small-objects.yaml"))
+    p.add_argument("--data", default=EMBEDDED_DATA)
+    p.add_argument("--hyp", default="hyp.finetune.yaml", help="hyperparameters of the fine-tunes")
+    p.add_argument("--base-hyp", default="hyp.small-objects.yaml")
     p.add_argument("--img", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="")

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 
 import attention  # noqa: E402,F401
-from attention.report import model_size  # noqa: E402
+from attention.evaluation.tables import model_size  # noqa: E402
 
 VARIANTS = ["", "se", "eca", "ca", "cbam", "shuffleattention", "crisscrossattention", "s2attention", "simam",
             "skattention", "namattention", "soca", "gam", "mhsa"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
+from attention.adapter import ENV_MODULES, import_user_modules
 from attention.cli import compare, data, detect, tools, train, val
 from attention.cli.errors import run
 
@@ -26,6 +28,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def parser(prog: str = "yolov5-attention") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="YOLOv5 attention variants for small objects, on ultralytics.")
+    p.add_argument("--modules", help="your Python modules that register modules of their own, comma-separated "
+                   "(imported from the working folder; also $ATTENTION_MODULES)")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     for name, (text, add, job) in COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
@@ -45,7 +49,10 @@ def main(argv: Sequence[str] | None = None, script: str | None = None) -> object
         args.func, args.prog = COMMANDS[command][2], script
     else:
         args = parser().parse_args(argv)
-        del args.command
+        if args.modules:  # through the environment, so that every process of the run imports them
+            os.environ[ENV_MODULES] = ",".join(filter(None, [os.environ.get(ENV_MODULES), args.modules]))
+            run(import_user_modules, f"{args.prog.split()[0]}", args.modules)
+        del args.command, args.modules
     job, prog = args.func, args.prog
     del args.func, args.prog  # what is left are the command's own flags
     return run(job, prog, args)

@@ -1,0 +1,44 @@
+"""The README's examples run as written: "Your own module" from a temporary folder of the user's."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+from attention.blocks.registry import unregister
+
+from conftest import REPO
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(language, code) of every fenced code block, in order."""
+    return re.findall(r"```(\w*)\n(.*?)```", text, re.S)
+
+
+def test_your_own_module_example_registers_builds_and_trains(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    found = blocks(readme[readme.index("### Your own module"):])
+    k = next(i for i, (lang, code) in enumerate(found) if lang == "python" and code.startswith("# my_modules.py"))
+    (tmp_path / "my_modules.py").write_text(found[k][1])
+    commands = next(code for lang, code in found[k + 1:] if lang == "bash")
+    env = {**os.environ, "YOLO_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    env.pop("ATTENTION_DATASETS", None)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ConvStack" in (tmp_path / "yolov5-mine.yaml").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path))  # the checkpoint names my_modules.ConvStack
+    try:
+        ckpt = torch.load(tmp_path / "runs" / "train" / "exp" / "weights" / "best.pt", map_location="cpu",
+                          weights_only=False)
+    finally:
+        unregister("ConvStack")
+        sys.modules.pop("my_modules", None)
+    layer = ckpt["model"].model[23]
+    assert type(layer).__name__ == "ConvStack" and type(layer).__module__ == "my_modules"
+    assert layer.body[0].out_channels == 256  # 1024 at width 0.25
