@@ -58,7 +58,8 @@ def test_blocks_are_plain_torch():
     for path in (PACKAGE / "blocks").glob("*.py"):
         for target in imports(path):
             top = target.split(".")[0]
-            assert top in {"torch", "attention", "__future__", "math", "numbers", "typing", "contextlib"}, (path, target)
+            assert top in {"torch", "attention", "__future__", "math", "numbers", "typing", "contextlib", "dataclasses"}, (
+                path, target)
 
 
 def test_the_package_root_only_wires_the_layers():
