@@ -17,8 +17,8 @@ from conftest import REPO
         ("blocks.py", ["--batch", "1", "--shapes", "P5", "--blocks", "SE", "CBAM", "--repeats", "1"],
          ["### forward, batch 1, 1 thread(s)", "### forward+backward, batch 1", "oracle ms"]),
         ("overhead.py", ["--scale", "n", "--imgsz", "64", "--repeats", "1"], ["A/A noise"]),
-        ("models.py", ["--scale", "n", "--imgsz", "64", "--blocks", "CA", "--repeats", "1", "--train-repeats", "1",
-                       "--train-batch", "1"], ["yolov5n-ca", "latency", "train img/s", "[indicative: scale n"]),
+        ("models.py", ["--scale", "n", "--imgsz", "64", "--variants", "CA", "c3cbam", "--repeats", "1", "--train-repeats", "1",
+                       "--train-batch", "1"], ["yolov5n-ca", "yolov5n-c3cbam", "latency", "train img/s", "[indicative: scale n"]),
     ],
 )
 def test_benchmark_scripts_run(script: str, args: list[str], expect: list[str]) -> None:

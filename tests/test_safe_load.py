@@ -30,6 +30,9 @@ from attention.blocks.registry import available, classes as registered_classes, 
 from conftest import MODELS, REPO
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
+# Releases without ultralytics' restricted loading have nothing to extend: the feature is off there (compat).
+needs_safe_load = pytest.mark.skipif(bool(compat.missing("safe_load")), reason="this ultralytics release has no "
+                                     "restricted loading to extend (the feature is off, see attention.adapter.compat)")
 SAFE_ENV = {**os.environ, "YOLO_OFFLINE": "1", "ULTRALYTICS_SAFE_LOAD": "1", "PYTHONUNBUFFERED": "1"}
 
 CLASSIC = ("SE", "ECA", "CA", "CBAM")
@@ -167,6 +170,7 @@ def loaded(tmp_path_factory):
     }
 
 
+@needs_safe_load
 @pytest.mark.parametrize("name", VARIANTS)
 def test_checkpoint_loads_and_predicts_as_saved(loaded, name):
     blocks, init = VARIANTS[name]
@@ -175,6 +179,7 @@ def test_checkpoint_loads_and_predicts_as_saved(loaded, name):
     torch.testing.assert_close(loaded["outputs"][name], loaded["expected"][name], rtol=1e-4, atol=1e-4)
 
 
+@needs_safe_load
 @pytest.mark.parametrize("name", [*CRAFTED, "bad-plain"])
 def test_crafted_checkpoint_is_refused_by_file_and_global(loaded, name):
     got = loaded["report"][name]
@@ -190,10 +195,12 @@ def test_crafted_checkpoint_is_refused_by_file_and_global(loaded, name):
     assert msg.endswith("Nothing in the file was run")
 
 
+@needs_safe_load
 def test_no_payload_ran_under_restricted_loading(loaded):
     assert loaded["ran"] == []
 
 
+@needs_safe_load
 def test_payloads_are_live_when_loaded_unrestricted(loaded):
     # Proves the test above checks something: the same files run their payload under a normal load.
     for name, marker in loaded["markers"].items():
@@ -207,6 +214,7 @@ def test_payloads_are_live_when_loaded_unrestricted(loaded):
         assert marker.exists(), name
 
 
+@needs_safe_load
 def test_val_scores_a_checkpoint_under_restricted_loading(tiny_data, tmp_path):
     model = DetectionModel({**yaml.safe_load((MODELS / "yolov5-cbam.yaml").read_text()), "scale": "n"}, nc=3,
                            verbose=False)
@@ -221,6 +229,7 @@ def test_val_scores_a_checkpoint_under_restricted_loading(tiny_data, tmp_path):
     assert rows[1].split(",")[0].strip() == "all"
 
 
+@needs_safe_load
 def test_val_refuses_a_crafted_checkpoint_in_one_line(tmp_path):
     marker = tmp_path / "ran"
     bad = tmp_path / "bad.pt"
@@ -277,6 +286,7 @@ def test_helpers_in_a_registered_blocks_file_are_allowed(monkeypatch):
 # --- what we hook into in ultralytics: fail loudly if it moves -----------------------------------
 
 
+@needs_safe_load
 def test_hook_installed_and_ultralytics_still_has_what_it_relies_on():
     assert getattr(tasks._SafeLoad.loading, "_attention_hook", False)
     assert not compat.missing("safe_load")
@@ -290,6 +300,7 @@ def test_hook_installed_and_ultralytics_still_has_what_it_relies_on():
     assert list(inspect.signature(tasks.torch_safe_load.__wrapped__).parameters) == ["weight", "safe_only"]
 
 
+@needs_safe_load
 def test_restricted_load_admits_our_classes_in_process(tmp_path):
     path = save_checkpoint(variant(("CBAM",), "identity"), tmp_path / "cbam.pt")
     ckpt, _ = tasks.torch_safe_load(str(path), safe_only=True)  # per-call restricted load, no env needed
@@ -297,6 +308,7 @@ def test_restricted_load_admits_our_classes_in_process(tmp_path):
     assert type(gate) is IdentityGate and type(gate.block) is attention.get("CBAM")
 
 
+@needs_safe_load
 def test_ultralytics_refusal_still_chains_the_unpickling_error(tmp_path):
     # Our one-line message is built from the UnpicklingError ultralytics chains to its TypeError.
     bad = tmp_path / "bad.pt"
@@ -310,7 +322,7 @@ def test_ultralytics_refusal_still_chains_the_unpickling_error(tmp_path):
 
 
 def test_a_release_without_our_hooks_switches_only_this_feature_off(monkeypatch, ul_log):
-    monkeypatch.setattr(tasks, "_SafeLoad", type("_SafeLoad", (), {"loading": None}))
+    monkeypatch.setattr(tasks, "_SafeLoad", type("_SafeLoad", (), {"loading": None}), raising=False)
     compat.missing.cache_clear(), compat.enabled.cache_clear()
     try:
         monkeypatch.delenv("ULTRALYTICS_SAFE_LOAD", raising=False)
@@ -326,6 +338,7 @@ def test_a_release_without_our_hooks_switches_only_this_feature_off(monkeypatch,
         compat.missing.cache_clear(), compat.enabled.cache_clear()
 
 
+@needs_safe_load
 def test_install_is_idempotent():
     loading, load = tasks._SafeLoad.loading, tasks.torch_safe_load
     safe_load.install()

@@ -42,6 +42,8 @@ OBJ = (610, 300, 634, 324)  # a 24 px white square in a 1024 x 576 image
 def wired_model() -> DetectionModel:
     model = DetectionModel(yaml.safe_load(WIRED), ch=3, nc=1, verbose=False).eval()
     det = model.model[-1]
+    if isinstance(det.cv3[0][0], nn.Sequential):  # 8.3.x gives this YAML YOLO11's depthwise class head
+        pytest.skip("the hand-wired detector needs the plain-conv class head ultralytics builds here from 8.4 on")
     keep = set(det.dfl.modules())  # DFL's fixed 0..15 projection stays
     with torch.no_grad():
         for m in model.modules():
@@ -170,7 +172,13 @@ def test_detect_py_slice_flags_and_stream_refusal(weights, big_image, tmp_path):
 
 def test_val_with_slicing_finds_what_full_image_val_misses(weights, tmp_path):
     """val.py --slice-size gives the same table as plain val.py, with the gain visible beside it."""
+    from attention.adapter import compat
     from attention.evaluation.validate import val
+
+    if compat.missing("sliced_val"):
+        with pytest.raises(ValueError, match=r"val --slice-size .* needs ultralytics 8\.3\.154"):  # switched off
+            val(str(weights), data=str(tmp_path / "none.yaml"), slice_size=640)
+        pytest.skip("this release lacks what sliced scoring needs: checked that it says so")
 
     root = tmp_path / "big"
     for split in ("val",):

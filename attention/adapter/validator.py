@@ -50,13 +50,18 @@ def validate(model: Any, data: str, split: str, save_dir: Path, **val_args: Any)
     return metrics, predictions
 
 
+def require_sliced_scoring() -> None:
+    """ValueError (one line for the user) where the installed release lacks what SlicedMatcher calls."""
+    if not compat.enabled("sliced_val"):
+        feature = compat.FEATURES["sliced_val"]
+        raise ValueError(f"{feature.title} needs ultralytics {feature.works}; this is {compat.VERSION}")
+
+
 class SlicedMatcher:
     """P, R, mAP as ultralytics' validator computes them, for predictions made image by image elsewhere."""
 
     def __init__(self, names: list[str]) -> None:
-        if not compat.enabled("sliced_val"):
-            feature = compat.FEATURES["sliced_val"]
-            raise ValueError(f"{feature.title} needs ultralytics {feature.works}; this is {compat.VERSION}")
+        require_sliced_scoring()
         self._matcher = DetectionValidator()
         self._matcher.iouv = torch.linspace(0.5, 0.95, 10)
         self._matcher.niou = self._matcher.iouv.numel()

@@ -14,7 +14,7 @@ import numpy as np
 
 from attention.adapter.api import YOLO, increment_path
 from attention.adapter.scan import quiet_about
-from attention.adapter.validator import SlicedMatcher, box_metrics, validate
+from attention.adapter.validator import SlicedMatcher, box_metrics, require_sliced_scoring, validate
 from attention.adapter.weights import resolve_weights
 from attention.data.audit import check_data
 from attention.data.coco_format import image_id, yolo_to_coco
@@ -80,6 +80,8 @@ def val(
     exist_ok: bool = False,
 ) -> list[dict[str, Any]]:
     """Score each checkpoint; one checkpoint gives per-class rows, several a comparison table."""
+    if slice_size:
+        require_sliced_scoring()  # before anything runs: this release may lack what it needs
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     paths = [resolve_weights(w) for w in weights]
     bins = size_bins(size_bins_spec)
