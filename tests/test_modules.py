@@ -10,7 +10,6 @@ from torch import nn
 from ultralytics import YOLO
 from ultralytics.cfg import get_cfg
 
-import attention
 from attention.adapter.modules import C3Attn
 from attention.blocks.fusion import WeightedFusion
 from attention.blocks.gate import IdentityGate

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attention.adapter.trainer import RESUME_KEY, atomic_write, check_resumable, truncate_results
+from attention.adapter.checkpoints import RESUME_KEY, atomic_write, check_resumable, truncate_results
 from attention.training.job import latest_checkpoint
 
 from conftest import REPO
@@ -124,7 +124,7 @@ KILL_ON_SECOND_WRITE = """
 import os, runpy, signal, sys
 sys.argv = sys.argv[1:]  # as `python train.py ...` would see them
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
-import attention.adapter.trainer as C
+import attention.adapter.checkpoints as C
 
 writes = []
 
@@ -149,7 +149,7 @@ def open_(path, mode="r", *args, **kwargs):
             return DiesHalfway(fh)
     return fh
 
-C.open = open_  # trainer.py's own name for open: only its writes die
+C.open = open_  # checkpoints.py's own name for open: only its writes die
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

@@ -12,9 +12,7 @@ import pytest
 import torch
 import yaml
 from ultralytics import YOLO
-from ultralytics.nn.tasks import DetectionModel
 
-import attention
 from attention.blocks.gate import IdentityGate
 from attention.training.build import build
 from attention.training.transfer import align, transfer

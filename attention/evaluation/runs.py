@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from attention import cfg as shipped
 from attention.adapter.api import YOLO, increment_path
-from attention.adapter.trainer import is_finished
+from attention.adapter.checkpoints import is_finished
 from attention.adapter.validator import box_metrics
 from attention.data.prepare import prepare_data
 from attention.evaluation.tables import format_table, model_size, write_table

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 from attention import cfg as shipped
 from attention.adapter.api import YOLO, DetectionModel
 from attention.adapter.scan import quiet_about
-from attention.adapter.trainer import check_resumable, hand_over, trainer_class
+from attention.adapter.checkpoints import check_resumable
+from attention.adapter.trainer import hand_over, trainer_class
 from attention.adapter.validator import box_metrics
 from attention.adapter.weights import load, resolve_weights
 from attention.data.audit import check_data
