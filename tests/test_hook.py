@@ -135,12 +135,13 @@ def test_classic_channel_count_row_works_with_a_warning(write_yaml, log_lines):
 
 
 def test_unknown_block_names_the_row_and_lists_known_names(write_yaml):
-    path = tiny(write_yaml, "CBM")
+    path = write_yaml("yolov5n-tiny-cbm.yaml", TINY.format(block="CBAM", args="[]").replace("[-1, 1, Conv, [256, 3, 2]]", "[-1, 1, CBM, []]"))
     with pytest.raises(AttentionConfigError) as e:
         YOLO(str(path))
     msg = str(e.value)
-    assert msg.startswith(f"row 2 of {path} (scale n): unknown module 'CBM' (did you mean CBAM?); registered modules: ")
+    assert msg.startswith(f"row 3 of {path} (scale n): unknown module 'CBM' (did you mean CBAM?); registered modules: ")
     assert msg.endswith(", ".join(registered())) and "CA, CBAM" in msg
+    assert not [k for k in vars(tasks) if k.startswith("attention:")]  # our builders are gone, even after an error
 
 
 def test_wrong_block_arguments_say_how_to_write_the_row(write_yaml):

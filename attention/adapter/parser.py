@@ -181,9 +181,9 @@ def _rewrite(d: dict, token: str) -> tuple[dict, dict[int, Any]]:
             many = isinstance(f, (list, tuple))
             if many != (s.inputs == "many") or (many and not f) or not all(
                     isinstance(x, int) and not isinstance(x, bool) for x in (f if many else [f])):
-                want = "a list of layer indices" if s.inputs == "many" else "one layer index"
-                raise AttentionConfigError(f"{_where(d, i)}: {m} takes {'several inputs' if s.inputs == 'many' else 'one input'}; "
-                                           f"'from' must be {want}, got {f}")
+                takes, want = ("several inputs", "a list of layer indices") if s.inputs == "many" else (
+                    "one input", "one layer index")
+                raise AttentionConfigError(f"{_where(d, i)}: {m} takes {takes}; 'from' must be {want}, got {f}")
             if s.channels == "arg" or s.inputs == "many":
                 if not compat.enabled("module_channels"):
                     feature = compat.FEATURES["module_channels"]
@@ -240,15 +240,15 @@ def install() -> None:
         ours = {i: list(r[3] or []) for i, r in enumerate(rows) if isinstance(r, (list, tuple)) and len(r) == 4
                 and isinstance(r[2], str) and is_registered(r[2])}
         token = f"{id(d)}.{id(rows)}"
-        rewritten, real_f = _rewrite(d, token)
         tidy = _TidyArgs(ours)
-        LOGGER.addFilter(tidy)
         try:
+            rewritten, real_f = _rewrite(d, token)
+            LOGGER.addFilter(tidy)
             layers, save = original(rewritten, ch, verbose)
         finally:
             LOGGER.removeFilter(tidy)
             for key in [k for k in vars(tasks) if k.startswith("attention:") and k.endswith(f":{token}")]:
-                del vars(tasks)[key]
+                del vars(tasks)[key]  # our builders live in the parser's namespace only while it parses
         for i, f in real_f.items():  # multi-input rows get their inputs back, and the save list keeps them
             layers[i].f = f
             save = sorted(set(save) | {x % i for x in f if x != -1})
