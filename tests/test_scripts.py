@@ -193,7 +193,7 @@ def test_a_release_name_that_cannot_be_downloaded_is_one_line(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("[-1, 1, CBM, []]", "unknown module 'CBM' (did you mean CBAM?); registered modules: CA, CBAM, "),
+        ("[-1, 1, CBM, []]", "unknown module 'CBM' (did you mean CBAM?); registered modules: C3Attn, CA, CBAM, "),
         ("[-1, 1, CBAM, [8, 5]]", "CBAM[8, 5] cannot be built on 256 channels: CBAM: kernel must be 3 or 7, got 5"),
     ],
 )

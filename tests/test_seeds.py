@@ -83,4 +83,4 @@ def test_the_same_compare_twice_gives_the_same_runs(base, tiny_data, tmp_path):
         one = tmp_path / "runs" / "one" / variant / "seed0"
         two = tmp_path / "runs" / "two" / variant / "seed0"
         assert rows(one) == rows(two)
-        assert (one / "score.json").read_text() == (two / "score.json").read_text()
+        assert (one / "score-full160.json").read_text() == (two / "score-full160.json").read_text()
