@@ -42,3 +42,17 @@ def test_your_own_module_example_registers_builds_and_trains(tmp_path, monkeypat
     layer = ckpt["model"].model[23]
     assert type(layer).__name__ == "ConvStack" and type(layer).__module__ == "my_modules"
     assert layer.body[0].out_channels == 256  # 1024 at width 0.25
+
+
+def test_a_module_that_cannot_be_imported_is_one_line(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from attention.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATTENTION_MODULES", "")  # main() adds to it: restored after the test
+    with pytest.raises(SystemExit) as e:
+        main(["--modules", "not_my_modules", "compat"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err == ("yolov5-attention: error: --modules / $ATTENTION_MODULES: cannot import "
+                                         "'not_my_modules' (No module named 'not_my_modules')")
