@@ -9,6 +9,11 @@ import pytest
 import yaml
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics must not look for the network in tests
+# Subprocesses run in temporary folders: a relative PYTHONPATH (an older ultralytics release under test) would
+# silently stop applying there and they would run the installed release instead.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) if p else p
+                                               for p in os.environ["PYTHONPATH"].split(os.pathsep))
 
 import attention  # noqa: E402,F401  (registers the blocks and installs the hook)
 

@@ -9,6 +9,8 @@ onnx and onnxruntime are dev requirements (pyproject.toml): these tests fail, no
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,7 +20,8 @@ from ultralytics import YOLO
 
 import attention
 from attention.cli.main import main
-from attention.inference.export import export
+from attention.inference import export as export_module
+from attention.inference.export import export, missing_packages, release
 
 from conftest import MODELS
 
@@ -99,6 +102,19 @@ def test_export_installs_nothing_and_says_what_is_missing(checkpoints, monkeypat
     with pytest.raises(SystemExit):
         main(["export", "--weights", str(checkpoints["yolov5n"]), "--format", "openvino"])
     assert "call ultralytics directly" in capsys.readouterr().err
+
+
+def test_old_releases_need_onnxscript_under_new_torch(monkeypatch) -> None:
+    # ultralytics < 8.3.215 leaves torch.onnx.export on torch's default exporter: dynamo from torch 2.9 on.
+    assert release("2.14.1+cu130") == (2, 14, 1) and release("8.3.215") == (8, 3, 215)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    for ul, torch_version, needed in (("8.3.5", "2.14.1", True), ("8.3.214", "2.9.0", True),
+                                      ("8.3.215", "2.14.1", False), ("8.3.5", "2.8.0", False)):
+        monkeypatch.setattr(export_module, "VERSION", ul)
+        monkeypatch.setattr(export_module.torch, "__version__", torch_version)
+        assert ("onnxscript" in missing_packages("onnx")) is needed, (ul, torch_version)
+        assert "onnxscript" not in missing_packages("torchscript")
 
 
 @pytest.mark.parametrize("block", BLOCKS)

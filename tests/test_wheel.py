@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from attention.inference.export import missing_packages
 from conftest import REPO
 
 
@@ -40,17 +41,17 @@ def installed(tmp_path_factory) -> dict:
     return {"wheel": wheel, "site": site, "work": work, "env": env, "cache": root / "cache"}
 
 
-def run(installed: dict, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run(installed: dict, *args, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(a) for a in args], cwd=cwd or installed["work"], env=installed["env"],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == 0 or not check, out[-4000:]
     assert "AutoUpdate" not in out and "requirement" not in out.lower(), out[-4000:]  # ultralytics wanted a package
     return proc
 
 
-def cli(installed: dict, *args) -> subprocess.CompletedProcess:
-    return run(installed, installed["site"] / "bin" / "yolov5-attention", *args)
+def cli(installed: dict, *args, check: bool = True) -> subprocess.CompletedProcess:
+    return run(installed, installed["site"] / "bin" / "yolov5-attention", *args, check=check)
 
 
 def test_wheel_contents(installed):
@@ -100,8 +101,12 @@ def test_every_command_runs_from_the_wheel(installed, tiny_data, tmp_path):
     image = next((Path(yaml.safe_load(tiny_data.read_text())["path"]) / "images" / "val").glob("*.jpg"))
     cli(installed, "maps", "--weights", best, "--source", image, "--imgsz", 160)
     assert len(list((work / "runs" / "maps" / "exp").glob("*.png"))) == 3
-    out = cli(installed, "export", "--weights", best, "--imgsz", 160)
-    assert best.with_suffix(".onnx").is_file() and "Exported" in out.stdout
+    if "onnxscript" in missing_packages("onnx"):  # ultralytics < 8.3.215 under torch >= 2.9, without onnxscript
+        out = cli(installed, "export", "--weights", best, "--imgsz", 160, check=False)
+        assert out.returncode == 2 and out.stderr.strip().endswith("needs onnxscript: pip install onnxscript")
+    else:
+        out = cli(installed, "export", "--weights", best, "--imgsz", 160)
+        assert best.with_suffix(".onnx").is_file() and "Exported" in out.stdout
     cli(installed, "tiling", "--data", tiny_data, "--size", 100, "--out", tmp_path / "tiles")
     assert (tmp_path / "tiles" / "data.yaml").is_file()
     coco = tmp_path / "coco.json"
