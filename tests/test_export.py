@@ -20,8 +20,8 @@ from ultralytics import YOLO
 
 import attention
 from attention.cli.main import main
-from attention.inference import export as export_module
-from attention.inference.export import export, missing_packages, release
+from attention.adapter import compat
+from attention.inference.export import export, missing_packages
 
 from conftest import MODELS
 
@@ -106,13 +106,13 @@ def test_export_installs_nothing_and_says_what_is_missing(checkpoints, monkeypat
 
 def test_old_releases_need_onnxscript_under_new_torch(monkeypatch) -> None:
     # ultralytics < 8.3.215 leaves torch.onnx.export on torch's default exporter: dynamo from torch 2.9 on.
-    assert release("2.14.1+cu130") == (2, 14, 1) and release("8.3.215") == (8, 3, 215)
+    assert compat.release("2.14.1+cu130") == (2, 14, 1) and compat.release("8.3.215") == (8, 3, 215)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     for ul, torch_version, needed in (("8.3.5", "2.14.1", True), ("8.3.214", "2.9.0", True),
                                       ("8.3.215", "2.14.1", False), ("8.3.5", "2.8.0", False)):
-        monkeypatch.setattr(export_module, "VERSION", ul)
-        monkeypatch.setattr(export_module.torch, "__version__", torch_version)
+        monkeypatch.setattr(compat, "VERSION", ul)
+        monkeypatch.setattr(compat.torch, "__version__", torch_version)
         assert ("onnxscript" in missing_packages("onnx")) is needed, (ul, torch_version)
         assert "onnxscript" not in missing_packages("torchscript")
 

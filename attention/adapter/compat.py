@@ -17,11 +17,25 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import ultralytics
 from ultralytics.utils import LOGGER
 
 VERSION = ultralytics.__version__
 OLDEST, NEWEST = "8.3.5", "8.4.190"  # the range requirements.txt declares and CI tests (both ends)
+
+
+def release(version: str) -> tuple[int, ...]:
+    """'2.14.1+cu130' -> (2, 14, 1)."""
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in version.split("+")[0].split(".")[:3])
+
+
+def onnx_needs_onnxscript() -> bool:
+    """True if ultralytics' ONNX export will go through torch's dynamo exporter, which needs onnxscript.
+
+    Before 8.3.215 ultralytics leaves the exporter to torch's default, and from torch 2.9 that default is dynamo.
+    """
+    return release(VERSION) < (8, 3, 215) and release(torch.__version__) >= (2, 9)
 
 
 _ABSENT = object()

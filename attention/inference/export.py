@@ -12,33 +12,18 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import torch
-
 from attention.adapter.api import YOLO
-from attention.adapter.compat import VERSION
+from attention.adapter.compat import onnx_needs_onnxscript
 from attention.adapter.weights import resolve_weights
 
 NEEDS = {"onnx": ("onnx",), "torchscript": ()}
 SIMPLIFY_NEEDS = ("onnxslim", "onnxruntime")
 
 
-def release(version: str) -> tuple[int, ...]:
-    """'2.14.1+cu130' -> (2, 14, 1)."""
-    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in version.split("+")[0].split(".")[:3])
-
-
-def dynamo_onnx() -> bool:
-    """True if ultralytics will export ONNX through torch's dynamo exporter, which needs onnxscript.
-
-    Before 8.3.215 ultralytics leaves the exporter to torch's default, and from torch 2.9 that default is dynamo.
-    """
-    return release(VERSION) < (8, 3, 215) and release(torch.__version__) >= (2, 9)
-
-
 def missing_packages(fmt: str, simplify: bool = False) -> list[str]:
     """The packages an export to fmt needs that are not installed."""
     wanted = NEEDS[fmt] + (SIMPLIFY_NEEDS if simplify and fmt == "onnx" else ())
-    wanted += ("onnxscript",) if fmt == "onnx" and dynamo_onnx() else ()
+    wanted += ("onnxscript",) if fmt == "onnx" and onnx_needs_onnxscript() else ()
     return [m for m in wanted if importlib.util.find_spec(m) is None]
 
 
