@@ -11,7 +11,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "attention"
 # Bottom to top: a module may import its own layer and the layers before it.
-LAYERS = ["cfg", "blocks", "adapter", "data", "training", "inference", "evaluation", "cli"]
+LAYERS = ["errors", "cfg", "blocks", "adapter", "data", "training", "inference", "evaluation", "cli"]
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE)
 
 
@@ -66,3 +66,8 @@ def test_the_package_root_only_wires_the_layers():
     # `import attention`: the blocks register themselves, and the adapter is installed (that is the plugin).
     assert {t for t in imports(PACKAGE / "__init__.py")} <= {"attention.blocks", "attention.adapter",
                                                              "attention.blocks.gate", "attention.blocks.registry"}
+
+
+def test_the_error_type_is_a_leaf():
+    # attention/errors.py sits below every layer, so it may import nothing of the package (nor anything else).
+    assert imports(PACKAGE / "errors.py") == []

@@ -26,9 +26,10 @@ from ultralytics.nn import tasks
 from attention.adapter import compat
 from attention.blocks.gate import IdentityGate
 from attention.blocks.registry import classes as registered_classes
+from attention.errors import UserError
 
 
-class UnsafeCheckpointError(TypeError):
+class UnsafeCheckpointError(UserError, TypeError):
     """Restricted loading refused a checkpoint: it names a global outside the allow-list. Nothing in it ran.
 
     A TypeError, as ultralytics raises for the same refusal, so callers catching that still catch it.

@@ -21,10 +21,12 @@ from typing import Callable, Literal, TypeVar
 
 from torch import nn
 
+from attention.errors import UserError
+
 T = TypeVar("T", bound=type[nn.Module])
 
 
-class AttentionConfigError(ValueError):
+class AttentionConfigError(UserError):
     """A model YAML asked for a registered module in a way that cannot be built."""
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from attention.adapter.api import IMG_FORMATS, check_det_dataset, img2label_paths
+from attention.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The dataset cannot be trained or scored on at all (the scripts print it as one line)."""
 
 
