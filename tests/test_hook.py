@@ -50,13 +50,11 @@ def make_divisible(x: float) -> int:
     return math.ceil(x / 8) * 8
 
 
-def test_hook_installed_and_parser_still_has_what_it_relies_on():
-    # If an ultralytics release renames these locals, our rows can no longer receive their channels.
+def test_hook_installed_and_parser_still_builds_what_it_relies_on():
+    # compat parses a small model with the installed parse_model: stand-ins and probes must come out as expected.
     assert getattr(tasks.parse_model, "_attention_hook", False)
-    original = tasks.parse_model.__wrapped__
-    assert set(hook.PARSER_LOCALS) <= set(original.__code__.co_varnames)
-    assert "locals()" in __import__("inspect").getsource(original), "parse_model no longer resolves string args"
-    assert not compat.missing("parser")
+    assert tasks.parse_model.__wrapped__.__module__ == "ultralytics.nn.tasks"
+    assert not compat.missing("parser") and not compat.missing("module_channels")
 
 
 def test_installed_ultralytics_is_in_the_declared_range():
@@ -69,21 +67,37 @@ def test_installed_ultralytics_is_in_the_declared_range():
     assert spec.startswith(f"ultralytics>={compat.OLDEST},")  # one declared oldest release, in both places
 
 
-def test_a_parser_without_our_locals_switches_the_hook_off_with_one_warning(monkeypatch, ul_log):
-    def parse_model(d, input_channels, verbose=True):  # a parser with other local names
+def _clear_compat():
+    compat.missing.cache_clear(), compat.enabled.cache_clear(), compat._parsed_sample.cache_clear()
+
+
+@pytest.mark.parametrize("kind", ["broken", "no depth"])
+def test_a_parser_that_builds_otherwise_switches_the_hook_off_with_one_warning(monkeypatch, ul_log, kind):
+    original = tasks.parse_model.__wrapped__
+
+    def broken(d, ch, verbose=True):  # builds nothing
         return None
 
+    def no_depth(d, ch, verbose=True):  # ignores the model's depth: a row's number is built as written
+        return original({**d, "depth_multiple": 1.0}, ch, verbose)
+
+    parse_model = broken if kind == "broken" else no_depth
     monkeypatch.setattr(tasks, "parse_model", parse_model)
-    compat.missing.cache_clear(), compat.enabled.cache_clear()
+    _clear_compat()
     try:
         hook.install()
         hook.install()
         assert tasks.parse_model is parse_model  # left alone: nothing else breaks
         said = [m for m in ul_log if "yolov5-attention" in m]
         assert len(said) == 1 and "yolov5-attention: attention blocks in model YAMLs is switched off" in said[0]
-        assert "parse_model local 'ch'" in said[0] and "works on ultralytics" in said[0]
+        assert "works on ultralytics" in said[0]
+        if kind == "broken":
+            assert "lacks parse_model(d, ch) building a model dict's rows (TypeError: cannot unpack" in said[0]
+        else:
+            assert "lacks a row's number scaled by the model's depth into that many copies in an nn.Sequential (it " \
+                   "works on" in said[0]
     finally:
-        compat.missing.cache_clear(), compat.enabled.cache_clear()
+        _clear_compat()
 
 
 def test_install_is_idempotent():
@@ -212,3 +226,61 @@ def test_summary_shows_the_yaml_arguments(write_yaml, log_lines):
     YOLO(str(tiny(write_yaml, "CBAM", "[16, 3]")), verbose=True)
     row = next(m for m in log_lines if re.match(r"\s*2\s+-1", m))
     assert "attention.blocks.cbam.CBAM" in row and row.rstrip().endswith("[16, 3]")
+
+
+def test_a_parse_writes_nothing_into_ultralytics_namespace(write_yaml):
+    seen = []
+
+    @register(channels="arg")
+    class Spy(nn.Module):
+        """A 1x1 convolution that notes ultralytics' parser namespace when the hook builds it."""
+
+        def __init__(self, c1, c2):
+            super().__init__()
+            seen.append(dict(vars(tasks)))
+            self.conv = nn.Conv2d(c1, c2, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    before = dict(vars(tasks))
+    try:
+        YOLO(str(tiny(write_yaml, "Spy", "[96]")))
+    finally:
+        unregister("Spy")
+    assert seen and all(ns.keys() == before.keys() and all(ns[k] is v for k, v in before.items()) for ns in seen)
+    assert dict(vars(tasks)).keys() == before.keys()
+
+
+def test_summary_lists_each_row_once_and_no_probes(write_yaml, log_lines):
+    model = YOLO(str(tiny(write_yaml, "CBAM", "[16, 3]")), verbose=True).model
+    rows = [int(m.split()[0]) for m in log_lines if re.match(r"\s*\d+\s+(-?\d+|\[)", m)]
+    assert rows == list(range(len(model.model))) == [0, 1, 2, 3, 4]
+
+
+def test_a_channel_changing_module_on_the_first_row_reads_the_image(write_yaml):
+    @register(channels="arg")
+    class Stem(nn.Module):
+        """A 1x1 convolution c1 -> c2."""
+
+        def __init__(self, c1, c2):
+            super().__init__()
+            self.conv = nn.Conv2d(c1, c2, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    try:
+        text = TINY.format(block="SE", args="[]").replace("[-1, 1, Conv, [64, 3, 2]]", "[-1, 1, Stem, [64]]")
+        model = YOLO(str(write_yaml("yolov5n-stem.yaml", text))).model
+    finally:
+        unregister("Stem")
+    assert (model.model[0].conv.in_channels, model.model[0].conv.out_channels) == (3, 16)  # 64 at width 0.25
+    assert model.model[1].conv.in_channels == 16  # ultralytics' Conv after it reads our width
+
+
+def test_a_row_reading_a_later_layer_is_refused(write_yaml):
+    path = write_yaml("yolov5n-ahead.yaml", TINY.format(block="CBAM", args="[]").replace("[-1, 1, CBAM, []]",
+                                                                                         "[3, 1, CBAM, []]"))
+    with pytest.raises(AttentionConfigError, match=r"row 2 of .*: 'from' 3 must name earlier layers"):
+        YOLO(str(path))

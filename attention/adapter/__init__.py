@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from attention.errors import UserError
+
 ENV_MODULES = "ATTENTION_MODULES"  # comma-separated modules of the user's that register modules of their own
 
 
@@ -36,4 +38,4 @@ def import_user_modules(names: str | None = None) -> None:
         try:
             importlib.import_module(name)
         except ImportError as e:  # a user's mistake: one line, not a traceback
-            raise ValueError(f"--modules / ${ENV_MODULES}: cannot import {name!r} ({e})") from None
+            raise UserError(f"--modules / ${ENV_MODULES}: cannot import {name!r} ({e})") from None

@@ -7,6 +7,7 @@ lives in attention/adapter/compat.py and the adapter module of the feature that 
 from __future__ import annotations
 
 from ultralytics import YOLO
+from ultralytics.data.augment import LetterBox  # keywords: see compat's version facts (scaleFill / scale_fill)
 from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS, check_det_dataset, img2label_paths
 from ultralytics.engine.model import Model
 from ultralytics.engine.results import Results
@@ -16,6 +17,6 @@ from ultralytics.utils import LOGGER, NUM_THREADS, RANK
 from ultralytics.utils.files import increment_path
 from ultralytics.utils.torch_utils import get_flops
 
-__all__ = ["DetectionModel", "DetectionTrainer", "DetectionValidator", "IMG_FORMATS", "LOGGER", "Model", "NUM_THREADS",
-           "RANK", "Results", "VID_FORMATS", "YOLO", "check_det_dataset", "get_flops", "img2label_paths",
+__all__ = ["DetectionModel", "DetectionTrainer", "DetectionValidator", "IMG_FORMATS", "LOGGER", "LetterBox", "Model",
+           "NUM_THREADS", "RANK", "Results", "VID_FORMATS", "YOLO", "check_det_dataset", "get_flops", "img2label_paths",
            "increment_path"]

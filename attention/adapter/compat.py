@@ -1,9 +1,11 @@
 """Every ultralytics name we rely on beyond its public API, feature by feature, and the switch for each.
 
 ultralytics changes its internals from one weekly release to the next. Each Feature below lists what it
-touches; `enabled(key)` checks those names the first time the feature is used, and when one is missing
-the feature is switched off with one warning that names it and the releases where it works. Nothing else
-is affected. `python -m attention.adapter.compat` prints the table for the installed release.
+touches; `enabled(key)` checks it the first time the feature is used (by a small call where one can tell,
+such as parsing a six-row model, else by name), and when something is missing the feature is switched off
+with one warning that names it and the releases where it works. Nothing else is affected. Beside the
+features, the version facts: names and behaviour that moved between releases, each with the
+releases it was seen on. `python -m attention.adapter.compat` prints the table for the installed release.
 
 The public API we use (YOLO, DetectionModel, the trainer and validator classes, IMG_FORMATS,
 img2label_paths, check_det_dataset, ...) is imported in attention/adapter/api.py.
@@ -11,14 +13,16 @@ img2label_paths, check_det_dataset, ...) is imported in attention/adapter/api.py
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import ultralytics
+from torch import nn
 from ultralytics.utils import LOGGER
 
 VERSION = ultralytics.__version__
@@ -69,24 +73,114 @@ def _missing_names(*names: str) -> list[str]:
     return [n for n in names if _get(n) is _ABSENT]
 
 
-def _parser_missing() -> list[str]:
+# Version facts: names that moved and behaviour that changed between releases, each with the releases it was seen
+# on. Every release in the range has one of the answers, so none of them switches a feature off. One more, for
+# whoever letterboxes an image with api.LetterBox: its keyword scaleFill (seen on 8.3.5) is scale_fill from
+# 8.3.154 on; new_shape, auto, scaleup, center and stride are the same on 8.3.5 - 8.4.190.
+
+
+def _first(*dotted: str) -> Any:
+    """The object at the first of these names that the installed release has."""
+    for name in dotted:
+        if (obj := _get(name)) is not _ABSENT:
+            return obj
+    raise ImportError(f"ultralytics {VERSION} has none of {', '.join(dotted)}")
+
+
+def checkpoint_loader() -> Callable:
+    """ultralytics' loader of a .pt file into (model, checkpoint dict): load_checkpoint (seen on 8.3.253 - 8.4.190),
+    named attempt_load_one_weight before (seen on 8.3.5 - 8.3.154)."""
+    return _first("ultralytics.nn.tasks.load_checkpoint", "ultralytics.nn.tasks.attempt_load_one_weight")
+
+
+def model_unwrapper() -> Callable:
+    """The model inside DDP (and torch.compile) wrappers: unwrap_model (seen on 8.3.253 - 8.4.190), de_parallel
+    before (seen on 8.3.5 - 8.3.154)."""
+    return _first("ultralytics.utils.torch_utils.unwrap_model", "ultralytics.utils.torch_utils.de_parallel")
+
+
+def pil_fallback_suffixes() -> tuple[str, ...]:
+    """Image suffixes ultralytics reads through PIL rather than OpenCV (HEIF, AVIF): PIL_FALLBACK_SUFFIXES (seen on
+    8.4.190); none before (seen on 8.3.5 - 8.4.126)."""
+    found = _get("ultralytics.utils.patches.PIL_FALLBACK_SUFFIXES")
+    return () if found is _ABSENT else tuple(found)
+
+
+@functools.lru_cache(maxsize=None)
+def verify_takes_single_cls() -> bool:
+    """verify_image_label's argument tuple ends in single_cls, 8 items (seen on 8.3.154 - 8.4.190), else 7 (seen on
+    8.3.5). Asked by a call: it unpacks the tuple before reading anything, and a file that does not exist is fine."""
+    from ultralytics.data.utils import verify_image_label
+
+    try:
+        verify_image_label(("", "", "", False, 1, 0, 0, False))
+    except ValueError:  # too many values to unpack
+        return False
+    return True
+
+
+# What ultralytics' detection validator writes into predictions.json, and the attributes of it that
+# attention/adapter/validator.py reads. Scoring does not depend on the ids: ScoringValidator records the image
+# file and class of each prediction as pred_to_json writes it (either signature below), and validate() falls back
+# on these ids only where it cannot (refusing files whose ids collide).
+PREDICTION_IDS = {
+    "category_id": "the class index (seen on 8.3.5), class + 1 (seen on 8.4.190); COCO's 91-id map (coco80_to_coco91) "
+                   "for a val list whose path contains 'coco' and ends in /val2017.txt or /test-dev2017.txt (both)",
+    "image_id": "the file stem, an int where it is numeric (both); the file name beside it (seen on 8.4.190)",
+    "pred_to_json": "(predn: an (n, 6) tensor, filename) (seen on 8.3.5); (predn: a dict with 'cls', pbatch: a dict "
+                    "with 'im_file') (seen on 8.4.190); one jdict entry per box, in order (both)",
+    "attributes": "jdict, class_map, args.max_det and dataloader.dataset.im_files after init_metrics (both)",
+    "max_det": "a max_det left at its default (300) is raised to the most labels in one image of the split, by "
+               "DetectionValidator._check_max_det in init_metrics (seen on 8.4.190, not on 8.3.5); ScoringValidator "
+               "makes that a no-op and puts back the budget it was given",
+}
+
+
+# A model that uses ultralytics' parser as the parser hook does (attention/adapter/parser.py), at depth and
+# width 0.5: a 1x1 Conv row, an nn.Identity row (a stand-in keeping the width), a Conv row after it (a stand-in
+# changing it), an nn.Identity row, and two probes: Conv rows that read earlier layers by index, one repeated.
+_SAMPLE = {"nc": 1, "depth_multiple": 0.5, "width_multiple": 0.5, "head": [], "backbone": [
+    [-1, 1, "Conv", [32, 1]],  # 0: 3 -> 16 channels
+    [-1, 1, "nn.Identity", []],  # 1: 16
+    [-1, 1, "Conv", [64, 1]],  # 2: 16 -> 32
+    [-1, 1, "nn.Identity", []],  # 3: 32
+    [1, 3, "Conv", [16, 1]],  # 4: reads layer 1 (16); round(3 * 0.5) = 2 copies of 16 -> 8
+    [3, 1, "Conv", [16, 1]]]}  # 5: reads layer 3 (32)
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_sample() -> tuple[str, ...]:
+    """What of the parser hook's reliance the installed parse_model fails to do with _SAMPLE (empty: all of it)."""
     parse_model = _get("ultralytics.nn.tasks.parse_model")
     if parse_model is _ABSENT:
-        return ["ultralytics.nn.tasks.parse_model"]
-    code = getattr(inspect.unwrap(parse_model), "__code__", None)
-    lost = [v for v in ("ch", "f", "width", "max_channels") if code is None or v not in code.co_varnames]
-    out = [f"parse_model local {v!r}" for v in lost]
-    if "locals()" not in _code("ultralytics.nn.tasks.parse_model"):
-        out.append("parse_model resolving string arguments through locals()")
-    return out
+        return ("ultralytics.nn.tasks.parse_model",)
+    try:
+        with torch.random.fork_rng(devices=[]):  # a probe must not move the random numbers a seeded build draws
+            layers, _ = inspect.unwrap(parse_model)(copy.deepcopy(_SAMPLE), 3, verbose=False)
+        rows = _SAMPLE["backbone"]
+        first = [m[0] if isinstance(m, nn.Sequential) else m for m in layers]
+        convs = [getattr(m, "conv", None) for m in first]
+        width = [(c.in_channels, c.out_channels) if isinstance(c, nn.Conv2d) else None for c in convs]
+        checks = {
+            "parse_model(d, ch) returning an nn.Sequential of one layer per row, each with its i, f and type":
+                isinstance(layers, nn.Sequential) and len(layers) == len(rows) and all(
+                    (m.i, m.f, isinstance(m.type, str)) == (i, row[0], True) for i, (m, row) in
+                    enumerate(zip(layers, rows))),
+            "a [c, 1] Conv row built on its input's width with c scaled by the model's width (Conv.conv)":
+                width[0] == (3, 16),
+            "an nn.Identity row keeping its input's width": isinstance(layers[1], nn.Identity) and width[2] == (16, 32),
+            "a row's number scaled by the model's depth into that many copies in an nn.Sequential":
+                isinstance(layers[4], nn.Sequential) and len(layers[4]) == 2,
+            "a row reading the width of the earlier layer its 'from' names": width[4] == (16, 8),
+            "a Conv row's width reaching the rows after it": width[5] == (32, 8),
+        }
+    except Exception as e:  # a parser that cannot build the sample at all
+        return (f"parse_model(d, ch) building a model dict's rows ({type(e).__name__}: {e})",)
+    return tuple(what for what, holds in checks.items() if not holds)
 
 
-def _module_channels_missing() -> list[str]:
-    code = _code("ultralytics.nn.tasks.parse_model")
-    first_compare, first_read = code.find("if n > 1"), code.find("ch[f]")
-    if first_compare < 0 or first_read < 0 or first_compare > first_read:
-        return ["parse_model comparing a row's number (n > 1) before it reads the channel list ch"]
-    return []
+def _parser_missing() -> list[str]:
+    return list(_parsed_sample())
 
 
 def _model_files_missing() -> list[str]:
@@ -119,12 +213,32 @@ def _audit_missing() -> list[str]:
                           "ultralytics.utils.patches.imread")
 
 
+def _c3_missing() -> list[str]:
+    """C3Attn (attention/adapter/modules.py) subclasses C3 and recomputes its forward from C3's own layers."""
+    try:
+        from ultralytics.nn.modules import C3
+
+        with torch.random.fork_rng(devices=[]):  # a probe must not move the random numbers a seeded build draws
+            c3, x = C3(8, 8, 1, True, 1, 0.5).eval(), torch.randn(1, 8, 4, 4)
+        with torch.no_grad():
+            same = torch.allclose(c3(x), c3.cv3(torch.cat((c3.m(c3.cv1(x)), c3.cv2(x)), 1)))
+        hidden = c3.cv1.conv.out_channels
+    except Exception as e:
+        return [f"C3(c1, c2, n, shortcut, g, e) with layers cv1 (a Conv), cv2, cv3 and m ({type(e).__name__}: {e})"]
+    return ([] if same else ["C3.forward computing cv3(cat(m(cv1(x)), cv2(x)))"]) + (
+        [] if hidden == 4 else ["C3's cv1 having c2 * e output channels"])
+
+
 def _sliced_val_missing() -> list[str]:
     out = _missing_names("ultralytics.models.yolo.detect.DetectionValidator._process_batch",
                          "ultralytics.utils.metrics.DetMetrics.update_stats")
     if not out and "preds[\"cls\"]" not in _code("ultralytics.models.yolo.detect.DetectionValidator._process_batch"):
         out.append("DetectionValidator._process_batch(preds: dict, batch: dict)")
     return out
+
+
+def _cpu_share_missing() -> list[str]:
+    return _missing_names("ultralytics.utils.NUM_THREADS", "ultralytics.utils.torch_utils.NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -140,14 +254,22 @@ class Feature:
 FEATURES: dict[str, Feature] = {
     "parser": Feature(
         "attention blocks in model YAMLs",
-        ("ultralytics.nn.tasks.parse_model: its locals ch, f, width, max_channels, and string arguments "
-         "resolved through locals() (that is how our rows receive their input channels)",),
+        ("ultralytics.nn.tasks.parse_model(d, ch): the nn.Sequential it builds, one layer per row with i, f and "
+         "type; an nn.Identity row keeping its input's width; a [c, 1] Conv row (Conv.conv) built on the width of "
+         "the layer its 'from' names, c scaled by the model's width, repeated as the row's depth-scaled number "
+         "(checked by parsing a six-row model)",
+         "the module names in ultralytics.nn.tasks' namespace, read to tell an unknown name"),
         f"{OLDEST} - {NEWEST}", _parser_missing),
     "module_channels": Feature(
         "registered modules that change channels or take several inputs (C3Attn, WeightedFusion, your own)",
-        ("ultralytics.nn.tasks.parse_model: a row's number compared (n > 1) before the row reads ch, and ch "
-         "the list it reads channels from (a registered row corrects its entry then)",),
-        f"{OLDEST} - {NEWEST}", _module_channels_missing),
+        ("ultralytics.nn.tasks.parse_model: what the parser feature touches (a stand-in Conv row's scaled width "
+         "reaching the rows after it is one of its checks)",),
+        f"{OLDEST} - {NEWEST}", _parser_missing),
+    "c3attn": Feature(
+        "C3Attn, a C3 with an attention block inside",
+        ("ultralytics.nn.modules.C3(c1, c2, n, shortcut, g, e): its layers cv1 (a Conv, c2 * e wide), cv2, cv3, m and "
+         "forward cv3(cat(m(cv1(x)), cv2(x))), which C3Attn keeps (checked by building a small C3)",),
+        f"{OLDEST} - {NEWEST}", _c3_missing),
     "model_files": Feature(
         "shipped model YAMLs by name from any folder",
         ("ultralytics.nn.tasks.check_yaml, as called by tasks.yaml_model_load",),
@@ -176,6 +298,11 @@ FEATURES: dict[str, Feature] = {
         ("ultralytics.models.yolo.detect.DetectionValidator._process_batch(preds: dict, batch: dict)",
          "ultralytics.utils.metrics.DetMetrics.update_stats"),
         f"8.3.154 - {NEWEST}", _sliced_val_missing),
+    "cpu_share": Feature(
+        "compare --jobs N on the CPU: each run's threads set to its share of the cores",
+        ("ultralytics.utils.NUM_THREADS and torch_utils.NUM_THREADS, what select_device() sets torch's CPU "
+         "threads to (seen on 8.3.5 - 8.4.190)",),
+        f"{OLDEST} - {NEWEST}", _cpu_share_missing),
 }
 
 

@@ -1,21 +1,21 @@
 """Registered modules in model YAMLs: the hook on ultralytics' model parser that builds them with their channels.
 
-``ultralytics.nn.tasks.parse_model`` looks each YAML module name up in its own module namespace and resolves
-string arguments against its local variables (that is how ``[nc]`` reaches Detect). We wrap it and rewrite
-the rows that name a registered module (attention.blocks.registry): each points at a private alias whose
-builder receives the parser's channel list ``ch`` through that same string mechanism, so the module gets its
-input channels and the user writes none. Everything else in the parser runs unchanged. Three more things
-for modules that are not plain attention blocks (registry.Spec):
+ultralytics' ``parse_model(d, ch)`` turns a model dict into an ``nn.Sequential`` of one layer per row, each with
+its row's index ``i``, inputs ``f``, ``type`` and parameter count ``np``; it knows only its own modules and works
+out every layer's channels itself. We parse a copy of the dict in which each of our rows is a stock *stand-in* as
+wide as our module will be, followed, after the last row, by one *probe* per input of ours:
 
-- Output channels. For a module it does not know, the parser records the input's channel count as the
-  output's. A module that changes channels corrects that entry of ``ch`` just before the parser reads it
-  again: the next row's ``number`` is an int that does it when the parser first compares it (``n > 1``
-  comes before any read of ``ch`` in a row; compat's "parser" feature checks this on the installed release).
-- Several inputs. The parser reads ``ch[f]`` for an unknown module, which a list ``f`` cannot index; the row
-  is handed to it with its last input, and the built layer gets its real ``f`` (and the save list its
-  inputs) back afterwards.
-- Repeats. The row's number is applied by the builder: passed to the module (``repeat="inside"``) or as a
-  chain of copies, first c1 -> c2 then c2 -> c2; the parser itself always sees one.
+- stand-in: ``nn.Identity``, which keeps its input's width, for a module that keeps its channels; a 1x1 ``Conv
+  [c2, 1]``, scaled like any Conv, for one whose first argument is its output channels. A multi-input row's
+  stand-in reads its last input. So the rows after ours are parsed against the right widths.
+- probe: ``[x, n, Conv, [c, 1]]`` on input x, built with layer x's width as input channels and, on the first
+  input, as many copies as the row's depth-scaled number; ``c`` is 8, or the row's first argument where that may
+  be a classic channel count, which the probe then shows scaled.
+
+Each of our modules is then built with what its probes show (``_build``) and takes its stand-in's place, with
+``i``, ``f`` (a multi-input row's whole list), ``type`` and ``np``; the probes are dropped, ``save`` lists the
+layers later rows read, and DetectionModel's stride pass runs through our modules. compat's "parser" feature
+parses a small model to check that the installed release builds stand-ins and probes like this.
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ import difflib
 import functools
 import inspect
 import logging
-import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-import torch
+from torch import nn
 from ultralytics.nn import tasks
 from ultralytics.utils import LOGGER
 
 from attention.adapter import compat
 from attention.blocks.registry import AttentionConfigError, Spec, is_registered, registered, spec
-
-# Local variables of parse_model our rows rely on (compat's "parser" feature checks they exist).
-PARSER_LOCALS = ("ch", "width", "max_channels")
-_ALIAS = "attention:{}"  # not an identifier, so it can never clash with an ultralytics name
+from attention.errors import UserError
 
 
 def _where(d: dict, i: int) -> str:
@@ -59,200 +56,198 @@ def how_to_write(name: str, f: Any = -1) -> str:
     return text + (f" (defaults: {defaults})" if defaults else "")
 
 
-def _scaled(c2: Any, width: float, max_channels: float) -> int:
-    """ultralytics' width scaling of a layer's channel argument: make_divisible(min(c2, max_channels) * width, 8)."""
-    return int(math.ceil(min(c2, max_channels) * width / 8) * 8)
+def _count(arg: Any) -> bool:
+    """arg can be a channel count."""
+    return type(arg) is int and arg > 0
 
 
-def _looks_like_channels(arg: Any, c1: int, width: float, max_channels: float) -> bool:
-    """A classic YOLOv5 tutorial row passes the layer's channel count first (``[1024]``)."""
-    if not isinstance(arg, int) or isinstance(arg, bool) or arg < 64:  # no block hyperparameter is that big
-        return False
-    return c1 in (arg, _scaled(arg, width, max_channels))
+def _classic(s: Spec, args: list) -> bool:
+    """The row may be a classic YOLOv5 tutorial's, whose first argument is the layer's channel count ([1024])."""
+    return s.channels == "same" and s.inputs == 1 and bool(args) and _count(args[0]) and args[0] >= 64
 
 
-class _Pending:
-    """The true output channels of one rewritten row, to be written into the parser's ``ch`` before it is read."""
+@dataclass
+class _Row:
+    """One row naming a registered module, and where its probes stand among the parsed layers."""
 
-    def __init__(self, index: int) -> None:
-        self.index, self.ch, self.c2 = index, None, None
-
-    def apply(self) -> None:
-        if self.ch is not None:
-            self.ch[self.index] = self.c2
-            self.ch = None
-
-
-class _Number(int):
-    """The next row's ``number``: comparing it (the parser's first step in a row) applies a pending correction."""
-
-    def __new__(cls, value: int, pending: _Pending) -> _Number:
-        obj = super().__new__(cls, value)
-        obj.pending = pending
-        return obj
-
-    def __gt__(self, other: Any) -> bool:
-        self.pending.apply()
-        return int(self) > other
-
-    def __reduce__(self):  # a plain int wherever it is kept (a model's args, a checkpoint)
-        return int, (int(self),)
+    i: int
+    name: str
+    f: Any  # as written: an index, or a list of them
+    n: int
+    args: list
+    where: str
+    probes: list[int] = field(default_factory=list)  # the layer index of the probe on each input
 
 
-def _build(s: Spec, name: str, c1: Any, n: int, args: list, width: float, max_channels: float, where: str,
-           f: Any) -> tuple[torch.nn.Module, int]:
-    """The module of one row and its output channels."""
+def _check_row(d: dict, i: int, row: Any) -> tuple[Any, Any, str, list]:
+    if not (isinstance(row, (list, tuple)) and len(row) == 4):
+        raise AttentionConfigError(f"{_where(d, i)}: expected [from, number, module, args], got {row!r}")
+    f, n, m, args = row
+    if not isinstance(m, str):
+        raise AttentionConfigError(f"{_where(d, i)}: module name must be a string, got {m!r}")
+    if not (is_registered(m) or m.startswith(("nn.", "torchvision.ops.")) or m in vars(tasks)):
+        close = difflib.get_close_matches(m, registered(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise AttentionConfigError(f"{_where(d, i)}: unknown module {m!r}{hint}; registered modules: "
+                                   f"{', '.join(registered())}")
+    return f, n, m, list(args or []) if isinstance(args, (list, tuple)) or args is None else [args]
+
+
+def _check_ours(d: dict, i: int, f: Any, n: Any, m: str) -> None:
+    s, many = spec(m), isinstance(f, (list, tuple))
+    inputs = list(f) if many else [f]
+    if many != (s.inputs == "many") or not inputs or not all(type(x) is int for x in inputs):
+        takes, want = ("several inputs", "a list of layer indices") if s.inputs == "many" else (
+            "one input", "one layer index")
+        raise AttentionConfigError(f"{_where(d, i)}: {m} takes {takes}; 'from' must be {want}, got {f}")
+    if inputs != [-1] and not all(0 <= (x if x >= 0 else i + x) < i for x in inputs):  # -1 on row 0: the image
+        raise AttentionConfigError(f"{_where(d, i)}: 'from' {f} must name earlier layers")
+    if not _count(n):
+        raise AttentionConfigError(f"{_where(d, i)}: the number of {m} must be a positive integer, got {n!r}")
+    if (s.channels == "arg" or s.inputs == "many") and not compat.enabled("module_channels"):
+        feature = compat.FEATURES["module_channels"]
+        raise AttentionConfigError(f"{_where(d, i)}: {m} needs ultralytics {feature.works} ({feature.title}); "
+                                   f"this is {compat.VERSION}")
+
+
+def _stand_ins(d: dict) -> tuple[dict, list[_Row]]:
+    """A copy of the model dict with stand-ins for our rows and probes after the last row; and our rows."""
+    scales, scale = d.get("scales"), d.get("scale")
+    if scales and scale and scale not in scales:
+        raise AttentionConfigError(f"{d.get('yaml_file')}: unknown scale {scale!r}; known: {', '.join(scales)}")
+    backbone, head = list(d.get("backbone") or []), list(d.get("head") or [])
+    rows, ours = [], []
+    for i, row in enumerate(backbone + head):
+        f, n, m, args = _check_row(d, i, row)
+        if not is_registered(m):
+            rows.append([f, n, m, args])
+            continue
+        _check_ours(d, i, f, n, m)
+        s = spec(m)
+        ours.append(_Row(i, m, list(f) if isinstance(f, (list, tuple)) else f, n, args, _where(d, i)))
+        last = f[-1] if isinstance(f, (list, tuple)) else f
+        wide = s.channels == "arg" and args and _count(args[0])  # else the row fails once its input width is known
+        rows.append([last, 1, "Conv", [args[0], 1]] if wide else [last, 1, "nn.Identity", []])
+    probes = []
+    for row in ours:
+        for k, x in enumerate(row.f if isinstance(row.f, list) else [row.f]):
+            row.probes.append(len(rows) + len(probes))
+            source = max(x if x >= 0 else row.i + x, 0)  # -1 on row 0 is the image: any layer shows the number
+            c = row.args[0] if k == 0 and _classic(spec(row.name), row.args) else 8
+            probes.append([source, row.n if k == 0 else 1, "Conv", [c, 1]])
+    return {**d, "backbone": rows[:len(backbone)], "head": rows[len(backbone):] + probes}, ours
+
+
+def _build(s: Spec, name: str, c1: Any, n: int, c2: int | None, args: list, scaled: int, where: str,
+           f: Any) -> nn.Module:
+    """The module of one row: c1 its input channels (a list for several inputs), n its depth-scaled number, c2 its
+    output channels as the parser scaled them (channels="arg"), scaled its first argument as the parser scales it."""
     written, args = list(args), list(args)
-    if s.channels == "same" and s.inputs == 1 and args and _looks_like_channels(args[0], c1, width, max_channels):
+    if _classic(s, args) and c1 in (args[0], scaled):
         LOGGER.warning(f"{where}: {name} infers its channels ({c1} here); ignoring the channel count {args[0]} in "
                        f"its arguments. Write {how_to_write(name, f)}")
         args = args[1:]
     try:
         if s.channels == "arg":
-            if not args or isinstance(args[0], bool) or not isinstance(args[0], int):
-                raise ValueError(f"its first argument must be the output channel count, got {args[:1] or 'none'}")
-            c2 = _scaled(args.pop(0), width, max_channels)
+            if not args or not _count(args[0]):
+                raise UserError(f"its first argument must be the output channel count, got {args[:1] or 'none'}")
+            args.pop(0)
         elif s.inputs == "many":
             if len(set(c1)) > 1:
-                raise ValueError(f"its inputs must have equal channels, got {c1}")
+                raise UserError(f"its inputs must have equal channels, got {c1}")
             c2 = c1[0]
         else:
             c2 = c1
         head = [c1, c2] if s.channels == "arg" else [c1]
         if s.repeat == "inside" or n == 1:
-            module = s.cls(*head, *([n] if s.repeat == "inside" else []), *args)
-        else:  # n copies in a chain: the first maps the input's channels, the others keep c2
-            module = torch.nn.Sequential(s.cls(*head, *args),
-                                         *(s.cls(*([c2, c2] if s.channels == "arg" else [c2]), *args)
-                                           for _ in range(n - 1)))
+            return s.cls(*head, *([n] if s.repeat == "inside" else []), *args)
+        # n copies in a chain: the first maps the input's channels, the others keep c2
+        return nn.Sequential(s.cls(*head, *args),
+                             *(s.cls(*([c2, c2] if s.channels == "arg" else [c2]), *args) for _ in range(n - 1)))
     except (TypeError, ValueError, KeyError) as e:
         what = f"{len(c1)} inputs of {c1}" if isinstance(c1, list) else f"{c1}"
         reason = str(e)[1:-1] if isinstance(e, KeyError) else str(e)  # a KeyError's message comes quoted
         how = "Attention rows take no channel count: write" if s.is_attention else "Write the row as"
         raise AttentionConfigError(f"{where}: {name}{written} cannot be built on {what} channels: {reason}. "
                                    f"{how} {how_to_write(name, f)}") from None
-    return module, c2
 
 
-def _builder(name: str, pending: _Pending | None) -> type:
-    """An nn.Module type the parser can call with its resolved args; returns the real module."""
-    s = spec(name)
-
-    def __new__(cls, ch, width, max_channels, where, f, n, *args):
-        c1 = [ch[x] for x in f] if isinstance(f, list) else ch[f]
-        module, c2 = _build(s, name, c1, n, list(args), width, max_channels, where, f)
-        if pending is not None:
-            pending.ch, pending.c2 = ch, c2
-        return module
-
-    # Same printed name as the module, so the parser's summary shows e.g. attention.blocks.cbam.CBAM.
-    b = type(s.cls.__name__, (torch.nn.Module,), {"__new__": __new__, "__module__": s.cls.__module__})
-    b.__qualname__ = s.cls.__qualname__
-    return b
+def _conv(layer: nn.Module) -> nn.Conv2d:
+    """The convolution of a parsed 1x1 Conv row (the first copy where the row's number made several)."""
+    return (layer[0] if isinstance(layer, nn.Sequential) else layer).conv
 
 
-def _depth(d: dict) -> tuple[float, float, float]:
-    """(depth, width, max_channels) as parse_model will choose them."""
-    scales = d.get("scales")
-    if scales:
-        scale = d.get("scale") or next(iter(scales))
-        if scale not in scales:
-            raise AttentionConfigError(f"{d.get('yaml_file')}: unknown scale {scale!r}; known: {', '.join(scales)}")
-        return float(scales[scale][0]), float(scales[scale][1]), float(scales[scale][2])
-    return float(d.get("depth_multiple", 1.0)), float(d.get("width_multiple", 1.0)), float("inf")
+def _swap(layers: nn.Sequential, row: _Row, ch: int) -> tuple[nn.Module, int]:
+    """Build our module from what the parser built for the row, put it in its stand-in's place; and its number."""
+    s, stand_in, probes = spec(row.name), layers[row.i], [layers[k] for k in row.probes]
+    c1s = [ch if row.i == 0 else _conv(p).in_channels for p in probes]  # row 0 reads the image
+    n = len(probes[0]) if isinstance(probes[0], nn.Sequential) else 1
+    c2 = None if isinstance(stand_in, nn.Identity) else _conv(stand_in).out_channels
+    module = _build(s, row.name, c1s if s.inputs == "many" else c1s[0], n, c2, row.args,
+                    _conv(probes[0]).out_channels, row.where, row.f)
+    module.i, module.f, module.type = row.i, row.f, f"{s.cls.__module__}.{s.cls.__qualname__}"
+    module.np = sum(p.numel() for p in module.parameters())
+    layers[row.i] = module
+    return module, n
 
 
-def _rewrite(d: dict, token: str) -> tuple[dict, dict[int, Any]]:
-    """A copy of the model dict whose registered rows call our builders (named attention:<module>:<row>:<token>
-    in the parser's namespace); and the real 'from' of multi-input rows."""
-    d = dict(d)
-    depth, _, _ = _depth(d)
-    rows, n_backbone, real_f, pending = [], len(d.get("backbone") or []), {}, None
-    for i, row in enumerate(list(d.get("backbone") or []) + list(d.get("head") or [])):
-        if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise AttentionConfigError(f"{_where(d, i)}: expected [from, number, module, args], got {row!r}")
-        f, n, m, args = row
-        if not isinstance(m, str):
-            raise AttentionConfigError(f"{_where(d, i)}: module name must be a string, got {m!r}")
-        args = list(args or []) if isinstance(args, (list, tuple)) or args is None else [args]
-        before, pending = pending, None  # a row before that changes channels: this row's number corrects ch
-        if is_registered(m):
-            s = spec(m)
-            many = isinstance(f, (list, tuple))
-            if many != (s.inputs == "many") or (many and not f) or not all(
-                    isinstance(x, int) and not isinstance(x, bool) for x in (f if many else [f])):
-                takes, want = ("several inputs", "a list of layer indices") if s.inputs == "many" else (
-                    "one input", "one layer index")
-                raise AttentionConfigError(f"{_where(d, i)}: {m} takes {takes}; 'from' must be {want}, got {f}")
-            if s.channels == "arg" or s.inputs == "many":
-                if not compat.enabled("module_channels"):
-                    feature = compat.FEATURES["module_channels"]
-                    raise AttentionConfigError(f"{_where(d, i)}: {m} needs ultralytics {feature.works} "
-                                               f"({feature.title}); this is {compat.VERSION}")
-                if i == 0:
-                    raise AttentionConfigError(f"{_where(d, i)}: {m} cannot be the first row")
-                pending = _Pending(i)
-            if many:
-                real_f[i] = list(f)
-            alias = _ALIAS.format(f"{m}:{i}:{token}")
-            vars(tasks)[alias] = _builder(m, pending)
-            n_scaled = max(round(n * depth), 1) if n > 1 else n  # ultralytics' depth gain; the builder repeats
-            # Strings are resolved by the parser: names of its locals, else Python literals.
-            row = [f[-1] if many else f, _Number(1, before) if before else 1, alias,
-                   [*PARSER_LOCALS, repr(_where(d, i)), repr(list(f) if many else f), repr(n_scaled), *args]]
-        elif not (m.startswith(("nn.", "torchvision.ops.")) or m in vars(tasks)):
-            close = difflib.get_close_matches(m, registered(), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise AttentionConfigError(
-                f"{_where(d, i)}: unknown module {m!r}{hint}; registered modules: {', '.join(registered())}"
-            )
-        else:
-            row = [f, _Number(n, before) if before and isinstance(n, int) else n, m, args]
-        rows.append(list(row))
-    d["backbone"], d["head"] = rows[:n_backbone], rows[n_backbone:]
-    return d, real_f
+class _Held(logging.Filter):
+    """Holds back ultralytics' log lines while the parser runs: its summary names stand-ins and lists probes."""
 
-
-class _TidyArgs(logging.Filter):
-    """Show our rows' YAML arguments in the parser's summary instead of the channel list it passed."""
-
-    def __init__(self, user_args: dict[int, list]):
+    def __init__(self) -> None:
         super().__init__()
-        self.user_args = user_args
+        self.records: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        head = msg[:3].strip()
-        if head.isdigit() and int(head) in self.user_args and "[[" in msg:
-            record.msg, record.args = msg[: msg.index("[[")] + str(self.user_args[int(head)]), ()
-        return True
+        self.records.append(record)
+        return False
+
+    def replay(self, n_rows: int, ours: dict[int, str]) -> None:
+        """Log the held lines, with our rows' summary lines (where built) for their stand-ins' and no probes'."""
+        for record in self.records:
+            head = record.getMessage()[:3].strip()  # a summary line starts with its row index
+            row = int(head) if head.isdigit() else None
+            if row is not None and row >= n_rows:
+                continue  # a probe's
+            if row in ours:
+                if not ours[row]:
+                    continue  # an error stopped us before this row was built
+                record.msg, record.args = ours[row], ()
+            LOGGER.handle(record)
+
+
+def _parse(original: Callable, d: dict, ch: int, verbose: bool) -> tuple[nn.Sequential, list[int]]:
+    stand_in, ours = _stand_ins(d)
+    if not ours:
+        return original(stand_in, ch, verbose)
+    n_rows = len(d.get("backbone") or []) + len(d.get("head") or [])
+    held, lines = _Held(), {r.i: "" for r in ours}
+    LOGGER.addFilter(held)
+    try:
+        try:
+            layers, _ = original(stand_in, ch, verbose)
+        finally:
+            LOGGER.removeFilter(held)
+        for r in ours:
+            module, n = _swap(layers, r, ch)
+            lines[r.i] = f"{r.i:>3}{r.f!s:>20}{n:>3}{module.np:10.0f}  {module.type:<45}{r.args!s:<30}"  # its columns
+    finally:
+        held.replay(n_rows, lines)
+    layers = layers[:n_rows]
+    save = {x % i for i, layer in enumerate(layers) for x in ([layer.f] if isinstance(layer.f, int) else layer.f)
+            if x != -1}  # the layers whose outputs a later row reads, other than the one just before it
+    return layers, sorted(save)
 
 
 def install() -> None:
-    """Wrap ultralytics' parse_model once; idempotent, and safe to call in worker processes."""
+    """Wrap ultralytics' parse_model once (our one change to its namespace); idempotent, and safe in workers."""
     if getattr(tasks.parse_model, "_attention_hook", False) or not compat.enabled("parser"):
         return
     original = tasks.parse_model
 
     @functools.wraps(original)
     def parse_model(d, ch, verbose=True):
-        rows = list(d.get("backbone") or []) + list(d.get("head") or [])
-        ours = {i: list(r[3] or []) for i, r in enumerate(rows) if isinstance(r, (list, tuple)) and len(r) == 4
-                and isinstance(r[2], str) and is_registered(r[2])}
-        token = f"{id(d)}.{id(rows)}"
-        tidy = _TidyArgs(ours)
-        try:
-            rewritten, real_f = _rewrite(d, token)
-            LOGGER.addFilter(tidy)
-            layers, save = original(rewritten, ch, verbose)
-        finally:
-            LOGGER.removeFilter(tidy)
-            for key in [k for k in vars(tasks) if k.startswith("attention:") and k.endswith(f":{token}")]:
-                del vars(tasks)[key]  # our builders live in the parser's namespace only while it parses
-        for i, f in real_f.items():  # multi-input rows get their inputs back, and the save list keeps them
-            layers[i].f = f
-            save = sorted(set(save) | {x % i for x in f if x != -1})
-        return layers, save
+        return _parse(original, d, ch, verbose)
 
     parse_model._attention_hook = True
     tasks.parse_model = parse_model

@@ -9,7 +9,6 @@ audit already listed.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import re
 from typing import Any, Iterable, Iterator
@@ -19,14 +18,14 @@ from ultralytics.data import utils as data_utils
 from ultralytics.utils import LOGGER
 from ultralytics.utils import patches
 
-# Suffixes ultralytics reads through PIL (HEIF, AVIF) rather than OpenCV; absent before 8.4.
-PIL_FALLBACK_SUFFIXES: tuple[str, ...] = tuple(getattr(patches, "PIL_FALLBACK_SUFFIXES", ()))
+from attention.adapter import compat
+
+# Suffixes ultralytics reads through PIL (HEIF, AVIF) rather than OpenCV; none on releases before 8.4.190.
+PIL_FALLBACK_SUFFIXES: tuple[str, ...] = compat.pil_fallback_suffixes()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def available() -> bool:
-    from attention.adapter import compat
-
     return compat.enabled("data_audit")
 
 
@@ -46,21 +45,11 @@ def verify(im_file: str, lb_file: str, nc: int) -> dict[str, Any]:
     {"ok": kept or not, "labels": (n, 5) array, "missing"/"read"/"empty": label file counts, "message": its note}.
     """
     args: tuple = (im_file, lb_file, "", False, nc, 0, 0)
-    if _TAKES_SINGLE_CLS:
+    if compat.verify_takes_single_cls():
         args += (False,)
     im, lb, _, _, _, nm, nf, ne, _, msg = data_utils.verify_image_label(args)
     labels = np.zeros((0, 5), np.float32) if lb is None else lb
     return {"ok": im is not None, "labels": labels, "missing": nm, "read": nf, "empty": ne, "message": msg or ""}
-
-
-def _takes_single_cls() -> bool:
-    try:
-        return "single_cls" in inspect.getsource(data_utils.verify_image_label)
-    except (OSError, TypeError):
-        return True
-
-
-_TAKES_SINGLE_CLS = _takes_single_cls()  # the 8th argument, from 8.3.100 on
 
 
 class _AlreadyReported(logging.Filter):

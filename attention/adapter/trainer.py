@@ -34,15 +34,14 @@ import torch
 from torch import nn
 from ultralytics.engine import trainer as trainer_module
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import RANK, torch_utils
+from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import strip_optimizer
 
 from attention.adapter import compat
 from attention.adapter.checkpoints import (RESUME_KEY, Captured, atomic_write, remove_stale_temps, strip_atomically,
                                            truncate_results)
 
-# unwrap_model (8.3.1xx on) strips DDP and compile wrappers; older releases call it de_parallel.
-unwrap_model = getattr(torch_utils, "unwrap_model", None) or torch_utils.de_parallel
+unwrap_model = compat.model_unwrapper()  # the model inside DDP and compile wrappers
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = RANK) -> int:

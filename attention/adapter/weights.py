@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ultralytics.nn import tasks
 from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
 
-# (model, checkpoint dict) from a .pt file, through ultralytics' loader (ULTRALYTICS_SAFE_LOAD included).
-# Named attempt_load_one_weight before 8.3.200.
-load_checkpoint = getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight
+from attention.adapter import compat
+from attention.errors import MissingFileError
+
+# (model, checkpoint dict) from a .pt file, through ultralytics' loader (ULTRALYTICS_SAFE_LOAD included)
+load_checkpoint = compat.checkpoint_loader()
 
 
 def resolve_weights(weights: str | Path) -> str:
@@ -26,11 +27,11 @@ def resolve_weights(weights: str | Path) -> str:
             found, why = None, " ".join(str(e).replace("❌", "").split()) or type(e).__name__
         if found and Path(found).is_file():
             return str(found)
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"weights {path.name}: not on this machine and not downloadable now ({why}); fetch it where there is "
             f"internet (https://github.com/ultralytics/assets/releases) and pass its path: --weights path/to/{path.name}"
         )
-    raise FileNotFoundError(f"weights not found: {weights}")
+    raise MissingFileError(f"weights not found: {weights}")
 
 
 def load(weights: str | Path) -> tuple[Any, dict]:
