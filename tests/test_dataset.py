@@ -14,6 +14,7 @@ from attention import cfg as shipped
 from attention.data import embedded as ds
 from attention.data.embedded import CLASSES, MARKER, generate
 from attention.data.prepare import EMBEDDED_DATA, ENV_DATASETS, datasets_dir, prepare_data
+from attention.errors import UserError
 
 
 def _labels(root: Path) -> list[list[float]]:
@@ -115,7 +116,7 @@ def test_cache_reuse_and_regeneration(tmp_path):
 def test_refuses_foreign_dir(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserError, match="refusing to overwrite"):
         generate(tmp_path / "mine", n_train=2, n_val=1)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

@@ -76,16 +76,21 @@ def test_val_scores_per_class_and_overall(trained, tiny_data, tmp_path):
         assert all(0.0 <= float(r[k]) <= 1.0 for k in ("P", "R", "mAP50", "mAP50-95"))
         assert float(r["mAP50-95"]) <= float(r["mAP50"]) + 1e-9
     assert "mAP50-95" in proc.stdout and (tmp_path / "runs" / "val" / "exp" / "results.md").is_file()
-    coco = json.loads((tmp_path / "runs" / "val" / "exp" / "results.json").read_text())["coco"]
+    saved = json.loads((tmp_path / "runs" / "val" / "exp" / "results.json").read_text())
+    coco = saved["coco"]
     assert set(coco) >= {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR"}
     assert all(-1 <= v <= 1 for v in coco.values()) and coco["AP_large"] == -1  # no large objects in the set
     assert "AP_small" in proc.stdout
+    # the scoring conventions under the table: bins with their closed end, and the detection budget
+    assert saved["max_det"] == 300 and saved["size_bins"] == "coco"
+    assert "small 0-32, medium 32-96, large 96-inf px (sqrt of box area; low <= size < high); at most 300 " \
+           "detections per image (--max-det)" in proc.stdout
 
 
 def test_val_compares_several_checkpoints_in_one_table(trained, tiny_data, tmp_path):
     weights = [trained / "weights" / "best.pt", trained / "weights" / "last.pt"]
     proc = run("val.py", "--weights", *weights, "--data", tiny_data, "--img", 160, "--size-bins", "tiny",
-               cwd=tmp_path)
+               "--max-det", 500, cwd=tmp_path)
     exp = tmp_path / "runs" / "val" / "exp"
     rows = read_csv(exp / "compare.csv")
     assert [r["variant"] for r in rows] == ["yolov5n-cbam (exp/best)", "yolov5n-cbam (exp/last)"]
@@ -96,6 +101,8 @@ def test_val_compares_several_checkpoints_in_one_table(trained, tiny_data, tmp_p
     image = cv2.imread(str(exp / "compare.png"))
     assert image is not None and image.shape[0] > 100 and image.std() > 0
     assert (exp / "compare.md").read_text().startswith("| variant |") and "latency" in proc.stdout
+    assert "at most 500 detections per image (--max-det)" in (exp / "compare.md").read_text()
+    assert "at most 500 detections per image (--max-det)" in proc.stdout
 
 
 def test_detect_on_a_folder_saves_images_and_labels(trained, tiny_data, tmp_path):

@@ -8,11 +8,14 @@ from torch import nn
 from attention.blocks._checks import check_int
 from attention.blocks._precision import full_precision, to_dtype
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class CA(nn.Module):
+class CA(Tapped):
     """out = x * a_h * a_w: per-row and per-column gates from features pooled along each direction."""
+
+    TAPS = {"gate_h": "gate", "gate_w": "gate"}  # a_h and a_w (attention.blocks.taps)
 
     def __init__(self, c1: int, reduction: int = 32) -> None:
         super().__init__()
@@ -35,6 +38,6 @@ class CA(nn.Module):
         with full_precision(x):
             y = self.act(self.bn1(self.conv1(to_dtype(y, self.conv1.weight.dtype))))
         y_h, y_w = torch.split(y, [h, w], dim=2)
-        a_h = torch.sigmoid(self.conv_h(y_h))  # (N, C, H, 1)
-        a_w = torch.sigmoid(self.conv_w(y_w.transpose(2, 3)))  # (N, C, 1, W)
+        a_h = self.gate_h(torch.sigmoid(self.conv_h(y_h)))  # (N, C, H, 1)
+        a_w = self.gate_w(torch.sigmoid(self.conv_w(y_w.transpose(2, 3))))  # (N, C, 1, W)
         return x * a_h * a_w

@@ -12,11 +12,14 @@ from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
 from attention.blocks.registry import AttentionConfigError, register
+from attention.blocks.taps import Tapped
 
 
 @register
-class CBAM(nn.Module):
+class CBAM(Tapped):
     """Channel then spatial attention: x1 = x * Mc(x), out = x1 * Ms(x1)."""
+
+    TAPS = {"channel_gate": "gate", "spatial_gate": "gate"}  # Mc and Ms (attention.blocks.taps)
 
     def __init__(self, c1: int, ratio: int = 8, kernel: int = 7) -> None:
         super().__init__()
@@ -37,7 +40,7 @@ class CBAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Mc = sigmoid(MLP(GAP(x)) + MLP(GMP(x))), (N, C, 1, 1)
         mc = torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
-        x = x * mc
+        x = x * self.channel_gate(mc)
         # Ms = sigmoid(conv([mean over C, max over C] of x * Mc)), (N, 1, H, W)
         ms = torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)))
-        return x * ms
+        return x * self.spatial_gate(ms)

@@ -8,16 +8,19 @@ from torch import nn
 from attention.blocks._checks import check_hidden, check_int
 from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class CrissCrossAttention(nn.Module):
+class CrissCrossAttention(Tapped):
     """Each position attends to its own row and column (itself once); applied ``recurrence`` times with shared weights.
 
     One pass: out = gamma * sum_{u in row(p) and column(p)} softmax_u(q_p . k_u) v_u + x, q and k 1x1 projections
     to C/reduction channels, v a 1x1 projection to C, gamma a learned scalar that starts at 0. Two passes
     (the paper's R = 2) let every position reach every other.
     """
+
+    TAPS = {"attn": "cross"}  # the weights of each pass, (N, H, W, H + W) (attention.blocks.taps)
 
     def __init__(self, c1: int, reduction: int = 8, recurrence: int = 2) -> None:
         super().__init__()
@@ -50,7 +53,7 @@ class CrissCrossAttention(nn.Module):
             self_in_col = (ones.triu(1) + ones.tril(-1)) == 0
             e_col = e_col.masked_fill(self_in_col.unsqueeze(1), float("-inf"))
             h = e_col.shape[-1]
-            a = torch.softmax(torch.cat([e_col, e_row], dim=3), dim=3)  # one softmax over the whole cross
+            a = self.attn(torch.softmax(torch.cat([e_col, e_row], dim=3), dim=3))  # one softmax over the whole cross
         a = to_dtype(a, v.dtype)
         out_col = a[..., :h].permute(0, 2, 1, 3) @ v.permute(0, 3, 2, 1)  # (N, W, H, C)
         out_row = a[..., h:] @ v.permute(0, 2, 3, 1)  # (N, H, W, C)

@@ -9,6 +9,7 @@ from torch import nn
 
 from attention.blocks._checks import check_int, check_real
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 def eca_kernel_size(channels: int, b: float = 1, gamma: float = 2) -> int:
@@ -18,8 +19,10 @@ def eca_kernel_size(channels: int, b: float = 1, gamma: float = 2) -> int:
 
 
 @register
-class ECA(nn.Module):
+class ECA(Tapped):
     """out = x * sigmoid(conv1d_k(GAP(x) as a length-C sequence)), k chosen from C; no bias."""
+
+    TAPS = {"gate": "gate"}  # the channel weights (attention.blocks.taps)
 
     def __init__(self, c1: int, b: float = 1, gamma: float = 2) -> None:
         super().__init__()
@@ -33,7 +36,7 @@ class ECA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.mean((2, 3)).unsqueeze(1)  # (N, 1, C): the channel descriptors as one sequence
         s = torch.sigmoid(self.conv(y))
-        return x * s.transpose(1, 2).unsqueeze(3)  # (N, C, 1, 1)
+        return x * self.gate(s.transpose(1, 2).unsqueeze(3))  # (N, C, 1, 1)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"

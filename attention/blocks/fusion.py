@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attention.blocks._checks import check_real
-from attention.blocks.registry import register
+from attention.blocks.registry import AttentionConfigError, register
 
 
 @register(inputs="many")
@@ -20,7 +20,7 @@ class WeightedFusion(nn.Module):
     def __init__(self, c1s: list[int], eps: float = 1e-4) -> None:
         super().__init__()
         if len(c1s) < 2:
-            raise ValueError(f"WeightedFusion fuses several inputs, got {len(c1s)}")
+            raise AttentionConfigError(f"WeightedFusion fuses several inputs, got {len(c1s)}")
         self.eps = check_real("WeightedFusion", "eps", eps)
         self.w = nn.Parameter(torch.ones(len(c1s)))
 

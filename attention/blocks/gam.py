@@ -7,15 +7,18 @@ from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class GAM(nn.Module):
+class GAM(Tapped):
     """Channel then spatial attention that keeps the spatial layout: x1 = x * Mc(x), out = x1 * Ms(x1).
 
     Mc = sigmoid(MLP(x) per position), MLP C -> C/rate -> C on the channel vector (no pooling);
     Ms = sigmoid(BN(conv7x7(ReLU(BN(conv7x7(x1))))), C -> C/rate -> C (no pooling either).
     """
+
+    TAPS = {"channel_gate": "gate", "spatial_gate": "gate"}  # Mc and Ms, both (N, C, H, W) (attention.blocks.taps)
 
     def __init__(self, c1: int, rate: int = 4) -> None:
         super().__init__()
@@ -32,6 +35,6 @@ class GAM(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mc = torch.sigmoid(self.channel(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        mc = self.channel_gate(torch.sigmoid(self.channel(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)))
         x = x * mc
-        return x * torch.sigmoid(self.spatial(x))
+        return x * self.spatial_gate(torch.sigmoid(self.spatial(x)))

@@ -8,12 +8,13 @@ from torch import nn
 from attention.blocks._checks import check_divisible, check_int, check_real
 from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks.registry import AttentionConfigError, register
+from attention.blocks.taps import Tapped
 
 GiB = 1024**3
 
 
 @register
-class MHSA(nn.Module):
+class MHSA(Tapped):
     """out = x + W_o(concat_heads(softmax(q k^T / sqrt(d) + q r^T) v)), all positions against all positions.
 
     q, k, v are bias-free 1x1 projections (C -> C, split into ``heads`` heads of d = C/heads channels).
@@ -25,6 +26,8 @@ class MHSA(nn.Module):
     The attention matrix holds N * heads * (H*W)^2 numbers: a placement whose matrix would exceed
     ``max_gib`` GiB is refused with a message instead of running out of memory.
     """
+
+    TAPS = {"attn": "attention"}  # the softmax weights, (N, heads, HW, HW) (attention.blocks.taps)
 
     def __init__(self, c1: int, heads: int = 4, pos_enc: bool = True, max_gib: float = 2.0, max_dist: int = 128) -> None:
         super().__init__()
@@ -90,7 +93,7 @@ class MHSA(nn.Module):
             if self.pos_enc:
                 # As in BoTNet, the scaled q meets both the keys and the relative embeddings.
                 logits = logits + self._rel_logits(q.transpose(2, 3).reshape(n, m, h, w, c // m), h, w)
-            a = logits.softmax(dim=-1)
+            a = self.attn(logits.softmax(dim=-1))
         return a, v
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,14 @@ from torch import nn
 
 from attention.blocks._checks import check_int
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class NAMAttention(nn.Module):
+class NAMAttention(Tapped):
     """out = x * sigmoid(w_gamma * BN(x)), w_gamma = |gamma| / sum |gamma|: BN's own scale factors weigh the channels."""
+
+    TAPS = {"gate": "gate"}  # (N, C, H, W) (attention.blocks.taps)
 
     def __init__(self, c1: int) -> None:
         super().__init__()
@@ -22,4 +25,4 @@ class NAMAttention(nn.Module):
         y = self.bn(x)
         g = self.bn.weight.detach().abs()  # the authors' code: the weights are read from gamma, not trained through it
         w = (g / g.sum()).view(1, -1, 1, 1)
-        return x * torch.sigmoid(y * w)
+        return x * self.gate(torch.sigmoid(y * w))

@@ -55,7 +55,7 @@ def register(cls: T | None = None, *, name: str | None = None, channels: str = "
     """Register a module class under ``name`` (default: the class name); usable as ``@register`` or
     ``@register(channels="arg", repeat="inside")``. Registering after ``import attention`` is enough."""
     if channels not in ("same", "arg") or inputs not in (1, "many") or repeat not in ("module", "inside"):
-        raise ValueError(f"register(): channels must be 'same' or 'arg', inputs 1 or 'many', repeat 'module' or "
+        raise UserError(f"register(): channels must be 'same' or 'arg', inputs 1 or 'many', repeat 'module' or "
                          f"'inside'; got channels={channels!r}, inputs={inputs!r}, repeat={repeat!r}")
 
     def add(block: T) -> T:
@@ -63,10 +63,10 @@ def register(cls: T | None = None, *, name: str | None = None, channels: str = "
             raise TypeError(f"register() takes an nn.Module subclass, got {block!r}")
         key = name or block.__name__
         if not key.isidentifier():
-            raise ValueError(f"module name {key!r} is not a valid YAML module name (letters, digits, _)")
+            raise UserError(f"module name {key!r} is not a valid YAML module name (letters, digits, _)")
         old = _SPECS.get(key)
         if old is not None and (old.cls.__module__, old.cls.__qualname__) != (block.__module__, block.__qualname__):
-            raise ValueError(f"module name {key!r} is already registered by {old.cls.__module__}."
+            raise UserError(f"module name {key!r} is already registered by {old.cls.__module__}."
                              f"{old.cls.__qualname__}")
         spec = Spec(block, channels, inputs, repeat, replaces)
         _SPECS[key] = spec

@@ -8,6 +8,7 @@ from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 def _shift(t: torch.Tensor, dim: int, step: int) -> torch.Tensor:
@@ -25,12 +26,14 @@ def spatial_shift(t: torch.Tensor, order: int) -> torch.Tensor:
 
 
 @register
-class S2Attention(nn.Module):
+class S2Attention(Tapped):
     """S2-MLPv2 block: x + fc2(SplitAttention(shift1(a), shift2(b), c)), [a, b, c] = fc1(LayerNorm(x)), C -> 3C.
 
     Split attention (as in ResNeSt): the three branches are summed, averaged over space, passed through
     C -> C -> 3C bias-free linear maps with a GELU, softmaxed across the three branches, and used to weigh them.
     """
+
+    TAPS = {"choice": "choice"}  # the branch weights, (N, 3, 1, 1, C) (attention.blocks.taps)
 
     def __init__(self, c1: int) -> None:
         super().__init__()
@@ -48,6 +51,6 @@ class S2Attention(nn.Module):
         a, b, z = t.chunk(3, dim=3)
         branches = torch.stack([spatial_shift(a, 1), spatial_shift(b, 2), z], dim=1)  # (N, 3, H, W, C)
         s = branches.sum(dim=1).mean(dim=(1, 2))  # (N, C)
-        weights = torch.softmax(self.split2(F.gelu(self.split1(s))).view(n, 3, 1, 1, c), dim=1)
+        weights = self.choice(torch.softmax(self.split2(F.gelu(self.split1(s))).view(n, 3, 1, 1, c), dim=1))
         out = self.fc2((branches * weights).sum(dim=1))  # (N, H, W, C)
         return x + out.permute(0, 3, 1, 2)

@@ -8,11 +8,14 @@ from torch import nn
 
 from attention.blocks._checks import check_hidden, check_int
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class SE(nn.Module):
+class SE(Tapped):
     """out = x * sigmoid(fc2(relu(fc1(GAP(x))))), fc1: C -> C//ratio, fc2: C//ratio -> C, both without bias."""
+
+    TAPS = {"gate": "gate"}  # the channel weights (attention.blocks.taps)
 
     def __init__(self, c1: int, ratio: int = 16) -> None:
         super().__init__()
@@ -24,4 +27,4 @@ class SE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))  # squeeze, then excite: (N, C)
-        return x * s[:, :, None, None]
+        return x * self.gate(s[:, :, None, None])

@@ -7,6 +7,7 @@ from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -16,12 +17,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 @register
-class ShuffleAttention(nn.Module):
+class ShuffleAttention(Tapped):
     """G groups, each split in two halves: a channel gate (GAP) and a spatial gate (GroupNorm); then a channel shuffle.
 
     Per sub-feature of C/(2G) channels: x_k * sigmoid(w * GAP(x_k) + b) and x_s * sigmoid(w' * GN(x_s) + b'),
     the halves concatenated, the groups put back together and the channels shuffled with 2 groups.
     """
+
+    TAPS = {"channel_gate": "gate", "spatial_gate": "gate"}  # per group, (N*G, C/2G, ...) (attention.blocks.taps)
 
     def __init__(self, c1: int, groups: int = 64) -> None:
         super().__init__()
@@ -41,8 +44,8 @@ class ShuffleAttention(nn.Module):
         n, c, h, w = x.shape
         x = x.reshape(n * self.groups, c // self.groups, h, w)
         x_c, x_s = x.chunk(2, dim=1)
-        x_c = x_c * torch.sigmoid(self.cweight * x_c.mean(dim=(2, 3), keepdim=True) + self.cbias)
-        x_s = x_s * torch.sigmoid(self.sweight * self.gn(x_s) + self.sbias)
+        x_c = x_c * self.channel_gate(torch.sigmoid(self.cweight * x_c.mean(dim=(2, 3), keepdim=True) + self.cbias))
+        x_s = x_s * self.spatial_gate(torch.sigmoid(self.sweight * self.gn(x_s) + self.sbias))
         out = torch.cat([x_c, x_s], dim=1).reshape(n, c, h, w)
         return channel_shuffle(out, 2)
 

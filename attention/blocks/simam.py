@@ -8,15 +8,18 @@ from torch import nn
 from attention.blocks._checks import check_int, check_real
 from attention.blocks._precision import fp32, to_dtype
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class SimAM(nn.Module):
+class SimAM(Tapped):
     """out = x * sigmoid(1 / e*), e* the closed-form minimal energy of each neuron against its channel.
 
     1 / e*_t = (t - mu)^2 / (4 (sigma^2 + lambda)) + 1/2, with mu and sigma^2 = sum (x - mu)^2 / (H*W - 1)
     over the channel's H*W neurons. No parameters.
     """
+
+    TAPS = {"gate": "gate"}  # (N, C, H, W) (attention.blocks.taps)
 
     def __init__(self, c1: int, e_lambda: float = 1e-4) -> None:
         super().__init__()
@@ -30,7 +33,7 @@ class SimAM(nn.Module):
         xf = fp32(x)
         d = (xf - xf.mean(dim=(2, 3), keepdim=True)).pow(2)
         v = d.sum(dim=(2, 3), keepdim=True) / max(n, 1)  # a 1x1 map has no "other" neurons: variance 0
-        gate = torch.sigmoid(d / (4 * (v + self.e_lambda)) + 0.5)
+        gate = self.gate(torch.sigmoid(d / (4 * (v + self.e_lambda)) + 0.5))
         return x * to_dtype(gate, x.dtype)
 
     def extra_repr(self) -> str:

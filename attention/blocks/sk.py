@@ -8,15 +8,18 @@ from torch import nn
 
 from attention.blocks._checks import check_divisible, check_int
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 @register
-class SKAttention(nn.Module):
+class SKAttention(Tapped):
     """V = sum_m a_m * U_m: M grouped 3x3 branches (dilation 1..M), fused by a softmax across branches per channel.
 
     U_m = ReLU(BN(conv3x3_dilation=m(x), G groups)); z = ReLU(BN(W GAP(sum_m U_m))), C -> d = max(C/r, L);
     a = softmax over m of (W_m z), d -> C each. The paper's 5x5 branch is its 3x3 with dilation 2.
     """
+
+    TAPS = {"choice": "choice"}  # a, (N, M, C, 1, 1) (attention.blocks.taps)
 
     def __init__(self, c1: int, M: int = 2, G: int = 32, r: int = 16, L: int = 32) -> None:
         super().__init__()
@@ -54,5 +57,5 @@ class SKAttention(nn.Module):
             z = act(F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
         else:
             z = act(bn(y))  # (N, d, 1, 1)
-        a = torch.softmax(self.fcs(z).view(n, -1, c, 1, 1), dim=1)  # (N, M, C, 1, 1)
+        a = self.choice(torch.softmax(self.fcs(z).view(n, -1, c, 1, 1), dim=1))  # (N, M, C, 1, 1)
         return (u * a).sum(dim=1)

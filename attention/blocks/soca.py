@@ -8,6 +8,7 @@ from torch import nn
 from attention.blocks._checks import check_hidden, check_int
 from attention.blocks._precision import fp32, full_precision, to_dtype
 from attention.blocks.registry import register
+from attention.blocks.taps import Tapped
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -35,12 +36,14 @@ def sqrtm_newton_schulz(a: torch.Tensor, iterations: int, eps: float = 1e-5) -> 
 
 
 @register
-class SOCA(nn.Module):
+class SOCA(Tapped):
     """out = x * sigmoid(W_U ReLU(W_D z)), z_c = mean over rows of sqrt(Sigma): channel weights from covariance.
 
     Sigma is the channel covariance over all positions, normalised by its matrix square root
     (``iterations`` Newton-Schulz steps, in float32); W_D: C -> C/reduction, W_U back, 1x1 convs with bias.
     """
+
+    TAPS = {"gate": "gate"}  # the channel weights (attention.blocks.taps)
 
     def __init__(self, c1: int, reduction: int = 16, iterations: int = 5) -> None:
         super().__init__()
@@ -57,7 +60,7 @@ class SOCA(nn.Module):
         with full_precision(x):
             root = sqrtm_newton_schulz(covariance(fp32(x)), self.iterations)
             z = root.mean(dim=1).view(n, c, 1, 1)  # (1/C) sum_i sqrt(Sigma)_{i, c}
-        s = torch.sigmoid(self.conv_du(to_dtype(z, x.dtype)))
+        s = self.gate(torch.sigmoid(self.conv_du(to_dtype(z, x.dtype))))
         return x * s
 
     def extra_repr(self) -> str:

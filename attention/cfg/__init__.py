@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from attention.errors import MissingFileError, UserError
+
 KINDS = ("models", "configs", "data")
 _HERE = Path(__file__).resolve().parent
 _CHECKOUT = _HERE.parents[1]  # a source checkout: attention/cfg -> the repository root
@@ -58,7 +60,7 @@ def resolve(kind: str, name: str | Path, what: str) -> Path:
         return path
     found = find(kind, path)
     if found is None:
-        raise FileNotFoundError(f"{what} not found: {name} (shipped: {', '.join(shipped(kind))})")
+        raise MissingFileError(f"{what} not found: {name} (shipped: {', '.join(shipped(kind))})")
     return found
 
 
@@ -70,11 +72,11 @@ def model_yaml(name: str | Path) -> str:
     """
     path = Path(name).expanduser()
     if path.suffix not in (".yaml", ".yml"):
-        raise ValueError(f"--cfg takes a model YAML, got {str(name)!r}")
+        raise UserError(f"--cfg takes a model YAML, got {str(name)!r}")
     if path.is_file() or (path.parent / scale_free(path.name)).is_file():
         return str(path)
     if find("models", path) is None:
-        raise FileNotFoundError(f"model YAML not found: {name} (shipped: {', '.join(shipped('models'))})")
+        raise MissingFileError(f"model YAML not found: {name} (shipped: {', '.join(shipped('models'))})")
     return path.name
 
 
@@ -82,11 +84,11 @@ def load_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The YAML mapping in path; FileNotFoundError / ValueError name `what` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{what} {path} is not valid YAML: {' '.join(str(e).split())}") from None
+        raise UserError(f"{what} {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{what} {path} must be a mapping of name: value")
+        raise UserError(f"{what} {path} must be a mapping of name: value")
     return values

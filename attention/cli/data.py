@@ -53,6 +53,9 @@ def tiling(a: argparse.Namespace) -> object:
 
 def add_sizes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=EMBEDDED_DATA, help="dataset YAML, default: the embedded tiny-objects set")
+    p.add_argument("--size-bins", default="fine", help="object-size bins (px = sqrt of box area, low <= px < high): "
+                   "fine (very_tiny 0-8, tiny 8-16, small 16-32, medium 32-96, large 96+; the default), coco "
+                   "(small/medium/large), tiny (AI-TOD), or ascending edges in px, e.g. 0,16,32,96,inf")
     p.add_argument("--project", default="runs/sizes")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
@@ -62,14 +65,15 @@ def sizes(a: argparse.Namespace) -> object:
     from pathlib import Path
 
     from attention.adapter.api import increment_path
-    from attention.data.sizes import BINS, object_sizes, plot, share_rows
+    from attention.data.size_bins import describe, size_bins
+    from attention.data.sizes import object_areas, plot, share_rows
     from attention.evaluation.tables import format_table, write_table
 
-    found = object_sizes(str(a.data))
-    rows = share_rows(found)
+    bins = size_bins(a.size_bins)  # a bad spec stops here, before the data is read
+    found = object_areas(str(a.data))
+    rows = share_rows(found, bins)
     out = increment_path(Path(a.project).resolve() / a.name, exist_ok=a.exist_ok)
     write_table(rows, out / "sizes")
-    plot(found, out / "sizes.png")
-    edges = ", ".join(f"{b} {lo:g}-{hi:g}" for b, (lo, hi) in BINS.items())
-    print(f"Object sizes in {a.data} (px = sqrt of box area; {edges}):\n{format_table(rows)}\nSaved to {out}")
+    plot(found, out / "sizes.png", bins)
+    print(f"Object sizes in {a.data} ({describe(bins)}):\n{format_table(rows)}\nSaved to {out}")
     return rows

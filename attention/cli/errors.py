@@ -1,22 +1,24 @@
-"""User errors end as one line and exit status 2, not a traceback."""
+"""User errors end as one line and exit status 2, not a traceback.
+
+A user error is attention.errors.UserError (and its subclasses: a missing file the user named is a
+MissingFileError, a YAML row that cannot be built an AttentionConfigError, a refused checkpoint an
+UnsafeCheckpointError, bad data a DataError). Everything else, a ValueError from deep inside torch or
+ultralytics included, is a bug, ours or the host's, and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Any, Callable
 
-from attention.adapter.safe_load import UnsafeCheckpointError
-from attention.blocks.registry import AttentionConfigError
-
-# Errors a user causes with a flag, a YAML or a file; anything else keeps its traceback.
-USER_ERRORS = (AttentionConfigError, FileNotFoundError, FileExistsError, ValueError, UnsafeCheckpointError)
+from attention.errors import UserError
 
 
 def run(job: Callable[..., Any], prog: str, *args: Any, **kwargs: Any) -> Any:
-    """Call job(*args, **kwargs); a user error prints 'prog: error: message' and exits with status 2."""
+    """Call job(*args, **kwargs); a UserError prints 'prog: error: message' and exits with status 2."""
     try:
         return job(*args, **kwargs)
-    except USER_ERRORS as e:
+    except UserError as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -1,18 +1,21 @@
-"""Model commands: maps (where each block looks), export (ONNX and the other ultralytics formats), compat."""
+"""Model commands: maps (where each block looks), export (ONNX or TorchScript), compat."""
 
 from __future__ import annotations
 
 import argparse
 
+from attention.inference.export import FORMATS
+
 MAPS_HELP = "save one attention-map PNG per attention block of a checkpoint, for one image"
-EXPORT_HELP = "export a checkpoint with ultralytics' exporter (onnx, torchscript, ...)"
+EXPORT_HELP = f"export a checkpoint with ultralytics' exporter, to {' or '.join(FORMATS)}"
 COMPAT_HELP = "which features work with the installed ultralytics release"
 
 
 def add_maps(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint (.pt) of a model with attention blocks")
-    p.add_argument("--source", required=True, help="one image")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (long side)")
+    p.add_argument("--source", required=True, help="one image file (any format OpenCV reads)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size in px, the long side "
+                   "(default 640)")
     p.add_argument("--project", default="runs/maps")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
@@ -26,9 +29,11 @@ def maps(a: argparse.Namespace) -> object:
 
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint (.pt)")
-    p.add_argument("--format", default="onnx", help="onnx (default), torchscript, or another ultralytics format")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (the default; needs the onnx package) or "
+                   "torchscript; for ultralytics' other formats call YOLO('best.pt').export(format=...) after "
+                   "import attention")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="input size in px (default 640)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
     p.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: ultralytics' choice)")
     p.add_argument("--simplify", action="store_true", help="simplify the ONNX graph (needs onnxslim and onnxruntime)")

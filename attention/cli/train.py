@@ -24,8 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of incrementing it")
-    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest or the given last.pt")
-    p.add_argument("--freeze", nargs="+", help="'backbone', the first N layers, or the listed layer indices")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest run under --project, or "
+                   "the given last.pt")
+    p.add_argument("--freeze", nargs="+", help="'backbone', a number N (the first N layers), or layer indices")
     p.add_argument("--attn-init", default="paper", choices=["paper", "identity"],
                    help="identity: inserted blocks start as exact identities, so the variant starts equal to --weights")
     p.add_argument("--seed", type=int, default=0)

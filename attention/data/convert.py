@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from attention.data.listing import is_image
+from attention.errors import MissingFileError, UserError
 
 VISDRONE_NAMES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle",
                   "bus", "motor")
@@ -49,7 +50,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except OSError as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+        raise UserError(f"{path}: not a readable image ({e})") from None
 
 
 def _yolo_line(cls: int, x: float, y: float, w: float, h: float, width: int, height: int) -> str | None:
@@ -88,7 +89,7 @@ def _write_data_yaml(out: Path, split: str, names: Sequence[str]) -> Path:
     cfg: dict[str, Any] = yaml.safe_load(path.read_text()) if path.is_file() else {}
     named = dict(enumerate(names))
     if cfg.get("names") and cfg["names"] != named:
-        raise ValueError(f"{path} already lists other class names; convert into another --out")
+        raise UserError(f"{path} already lists other class names; convert into another --out")
     cfg = {"path": str(out.resolve()), **{k: v for k, v in cfg.items() if k != "path"}}
     cfg[split] = f"images/{split}"
     cfg.setdefault("train", cfg.get("val", f"images/{split}"))  # ultralytics needs both keys
@@ -113,12 +114,12 @@ def parse_visdrone(path: Path) -> tuple[list[tuple[int, int, int, int, int]], li
                 raise ValueError
             x, y, w, h, score, cat = (int(float(v)) for v in fields[:6])
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"{path}:{n}: expected 'bbox_left,bbox_top,bbox_width,bbox_height,score,object_category,"
                 f"truncation,occlusion', got {line.strip()!r}"
             ) from None
         if not 0 <= cat <= VISDRONE_OTHERS:
-            raise ValueError(f"{path}:{n}: object_category must be 0-11, got {cat}")
+            raise UserError(f"{path}:{n}: object_category must be 0-11, got {cat}")
         if cat == VISDRONE_IGNORED or score == 0:
             ignored.append((x, y, w, h))
         elif cat != VISDRONE_OTHERS:
@@ -133,10 +134,10 @@ def convert_visdrone(
     srcs = [Path(src)] if isinstance(src, (str, Path)) else [Path(s) for s in src]
     for s in srcs:  # check every source before writing anything
         if not s.is_dir():
-            raise FileNotFoundError(f"VisDrone source folder not found: {s}")
+            raise MissingFileError(f"VisDrone source folder not found: {s}")
         for sub in ("images", "annotations"):
             if not (s / sub).is_dir():
-                raise FileNotFoundError(f"VisDrone source folder {s} has no {sub}/ folder")
+                raise MissingFileError(f"VisDrone source folder {s} has no {sub}/ folder")
     out = Path(out)
     data = out / "data.yaml"
     for s in srcs:
@@ -169,7 +170,7 @@ def _blackout(src: Path, dst: Path, regions: Iterable[tuple[int, int, int, int]]
 
     img = cv2.imread(str(src))
     if img is None:
-        raise ValueError(f"{src}: not a readable image")
+        raise UserError(f"{src}: not a readable image")
     for x, y, w, h in regions:
         img[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = 0
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if dst.suffix.lower() in {".jpg", ".jpeg"} else []
@@ -184,16 +185,16 @@ def convert_coco(json_path: str | Path, images: str | Path, out: str | Path, spl
     """Convert one COCO-JSON annotation file and its image folder into out; returns out/data.yaml."""
     json_path, images, out = Path(json_path), Path(images), Path(out)
     if not json_path.is_file():
-        raise FileNotFoundError(f"COCO JSON not found: {json_path}")
+        raise MissingFileError(f"COCO JSON not found: {json_path}")
     if not images.is_dir():
-        raise FileNotFoundError(f"COCO image folder not found: {images}")
+        raise MissingFileError(f"COCO image folder not found: {images}")
     try:
         coco = json.loads(json_path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{json_path}: not valid JSON ({e})") from None
+        raise UserError(f"{json_path}: not valid JSON ({e})") from None
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco, dict) or not isinstance(coco.get(key), list):
-            raise ValueError(f"{json_path}: a COCO detection file needs a '{key}' list")
+            raise UserError(f"{json_path}: a COCO detection file needs a '{key}' list")
     cats = sorted(coco["categories"], key=lambda c: c["id"])
     to_class = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in cats]
@@ -202,7 +203,7 @@ def convert_coco(json_path: str | Path, images: str | Path, out: str | Path, spl
         try:
             imgs[im["id"]] = (str(im["file_name"]), int(im["width"]), int(im["height"]))
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{json_path}: images[{i}] needs id, file_name, width and height") from None
+            raise UserError(f"{json_path}: images[{i}] needs id, file_name, width and height") from None
     lines: dict[Any, list[str]] = {k: [] for k in imgs}
     crowd = 0
     for i, a in enumerate(coco["annotations"]):
@@ -210,11 +211,11 @@ def convert_coco(json_path: str | Path, images: str | Path, out: str | Path, spl
             x, y, w, h = (float(v) for v in a["bbox"])
             image_id, cat = a["image_id"], a["category_id"]
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{json_path}: annotations[{i}] needs image_id, category_id and bbox [x, y, w, h]") from None
+            raise UserError(f"{json_path}: annotations[{i}] needs image_id, category_id and bbox [x, y, w, h]") from None
         if image_id not in imgs:
-            raise ValueError(f"{json_path}: annotations[{i}] refers to image_id {image_id}, not in 'images'")
+            raise UserError(f"{json_path}: annotations[{i}] refers to image_id {image_id}, not in 'images'")
         if cat not in to_class:
-            raise ValueError(f"{json_path}: annotations[{i}] refers to category_id {cat}, not in 'categories'")
+            raise UserError(f"{json_path}: annotations[{i}] refers to category_id {cat}, not in 'categories'")
         if a.get("iscrowd", 0):
             crowd += 1
             continue
@@ -226,7 +227,7 @@ def convert_coco(json_path: str | Path, images: str | Path, out: str | Path, spl
     for image_id, (file_name, _, _) in imgs.items():
         src = images / file_name
         if not src.is_file():
-            raise FileNotFoundError(f"image of {json_path} not found: {src}")
+            raise MissingFileError(f"image of {json_path} not found: {src}")
         rel = Path(file_name)
         _copy(src, out / "images" / sp / rel)
         label = (out / "labels" / sp / rel).with_suffix(".txt")

@@ -19,6 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from attention.errors import UserError
+
 CLASSES: tuple[str, ...] = ("vehicle", "person", "boat")
 VERSION = 3  # bump whenever the drawing code changes, so stale caches are regenerated
 MARKER = ".generated.json"
@@ -436,17 +438,17 @@ def generate(
     """
     root = Path(root).resolve()
     if (width is None) != (height is None):
-        raise ValueError(f"give both width and height for a non-square dataset, got width={width}, height={height}")
+        raise UserError(f"give both width and height for a non-square dataset, got width={width}, height={height}")
     size = (int(width), int(height)) if width is not None else None
     if size and min(size) < 64:
-        raise ValueError(f"need width, height >= 64, got {width}, {height}")
+        raise UserError(f"need width, height >= 64, got {width}, {height}")
     params = _params(int(n_train), int(n_val), int(imgsz), int(seed), size)
     if _is_cached(root, params):
         return root
     if not _is_ours(root):
-        raise FileExistsError(f"refusing to overwrite {root}: it holds files the dataset generator did not write")
+        raise UserError(f"refusing to overwrite {root}: it holds files the dataset generator did not write")
     if min(n_train, n_val) < 1 or imgsz < 64:
-        raise ValueError(f"need n_train, n_val >= 1 and imgsz >= 64, got {n_train}, {n_val}, {imgsz}")
+        raise UserError(f"need n_train, n_val >= 1 and imgsz >= 64, got {n_train}, {n_val}, {imgsz}")
     root.parent.mkdir(parents=True, exist_ok=True)
     # build in a sibling temp dir and rename it into place: an interrupted run never leaves a marker over partial data
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from attention.adapter.api import IMG_FORMATS, check_det_dataset, img2label_paths
-from attention.errors import UserError
+from attention.errors import MissingFileError, UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -57,16 +57,19 @@ def label_file(image: str | Path) -> Path:
 
 def data_dict(data: str | Path) -> dict[str, Any]:
     """A (prepared) data YAML as ultralytics reads it: split paths made absolute, names as id -> name."""
-    return check_det_dataset(str(data), autodownload=False)
+    try:
+        return check_det_dataset(str(data), autodownload=False)
+    except FileNotFoundError as e:  # a split folder the YAML names is missing: ultralytics says which, in lines
+        raise MissingFileError(f"data YAML {data}: {' '.join(str(e).split())}") from None
 
 
 def load_split(data: str | Path, split: str) -> tuple[dict[str, Any], list[Path]]:
     """The data dict as ultralytics reads it (paths made absolute) and the image files of one split."""
     if split not in SPLITS:
-        raise ValueError(f"--task must be train, val or test, got {split!r}")
+        raise UserError(f"--task must be train, val or test, got {split!r}")
     cfg = data_dict(data)
     if not cfg.get(split):
-        raise ValueError(f"--task {split}: the data YAML {data} has no '{split}' split")
+        raise UserError(f"--task {split}: the data YAML {data} has no '{split}' split")
     return cfg, [Path(p) for p in list_images(cfg[split], cfg.get("path"))]
 
 

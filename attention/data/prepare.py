@@ -20,6 +20,7 @@ import yaml
 
 from attention import cfg as shipped
 from attention.data.embedded import CLASSES, GEN_KEYS, generate
+from attention.errors import UserError
 
 ENV_DATASETS = "ATTENTION_DATASETS"
 EMBEDDED_DATA = "tiny-objects.yaml"  # the default --data: found among the shipped data YAMLs
@@ -47,9 +48,9 @@ def _load(path: Path) -> dict[str, Any]:
     cfg = shipped.load_mapping(path, "data YAML")
     missing = [k for k in ("names", "train", "val") if k not in cfg]
     if missing:
-        raise ValueError(f"data YAML {path} lacks required key(s): {', '.join(missing)}")
+        raise UserError(f"data YAML {path} lacks required key(s): {', '.join(missing)}")
     if not isinstance(cfg["names"], (list, dict)) or not cfg["names"]:
-        raise ValueError(f"data YAML {path}: 'names' must be a non-empty list or mapping of class names")
+        raise UserError(f"data YAML {path}: 'names' must be a non-empty list or mapping of class names")
     return cfg
 
 
@@ -57,11 +58,11 @@ def _generated(path: Path, cfg: dict[str, Any]) -> str:
     """Draw the embedded set a `generate:` YAML describes (or reuse the cached one); its resolved YAML."""
     gen = cfg["generate"]
     if not isinstance(gen, dict) or set(gen) - GEN_KEYS:
-        raise ValueError(f"data YAML {path}: 'generate' must be a mapping with keys from {sorted(GEN_KEYS)}")
+        raise UserError(f"data YAML {path}: 'generate' must be a mapping with keys from {sorted(GEN_KEYS)}")
     if not cfg.get("path"):
-        raise ValueError(f"data YAML {path}: 'generate' needs a 'path' (a folder name) to generate into")
+        raise UserError(f"data YAML {path}: 'generate' needs a 'path' (a folder name) to generate into")
     if len(cfg["names"]) != len(CLASSES):
-        raise ValueError(f"data YAML {path}: 'names' has {len(cfg['names'])} entries, the generator draws "
+        raise UserError(f"data YAML {path}: 'names' has {len(cfg['names'])} entries, the generator draws "
                          f"{len(CLASSES)} classes")
     root = generate(datasets_dir() / Path(str(cfg["path"])).name, **gen)
     resolved = root / path.name

@@ -22,6 +22,7 @@ import yaml
 
 from attention.data.listing import SPLITS, data_dict, label_file, list_images
 from attention.data.prepare import prepare_data
+from attention.errors import UserError
 
 
 def windows(width: int, height: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -29,7 +30,7 @@ def windows(width: int, height: int, size: int, overlap: float) -> list[tuple[in
     from sahi.slicing import get_slice_bboxes
 
     if size < 1 or not 0 <= overlap < 1:
-        raise ValueError(f"tile size must be >= 1 and overlap in [0, 1), got {size}, {overlap}")
+        raise UserError(f"tile size must be >= 1 and overlap in [0, 1), got {size}, {overlap}")
     return [tuple(map(int, w)) for w in get_slice_bboxes(height, width, size, size, False, overlap, overlap)]
 
 
@@ -62,7 +63,7 @@ def read_labels(path: Path, width: int, height: int) -> np.ndarray:
                 if len(line.split()) != 5:
                     raise ValueError
             except ValueError:
-                raise ValueError(f"{path}:{n}: expected 'class cx cy w h', got {line.strip()!r}") from None
+                raise UserError(f"{path}:{n}: expected 'class cx cy w h', got {line.strip()!r}") from None
             rows.append([c, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
     return np.array(rows, np.float64).reshape(-1, 5)
 
@@ -112,7 +113,7 @@ def tile_dataset(
     splits = data_dict(resolved)  # the splits as ultralytics resolves them
     windows(size, size, size, overlap)  # validate before writing anything
     if not 0 <= min_visible <= 1:
-        raise ValueError(f"--min-visible must be in [0, 1], got {min_visible}")
+        raise UserError(f"--min-visible must be in [0, 1], got {min_visible}")
     out = Path(out).resolve()
     tiled = {k: v for k, v in cfg.items() if k not in {"generate", "download", *SPLITS}}
     tiled["path"] = str(out)

@@ -1,66 +1,100 @@
-"""COCO-style scoring of YOLO-format data: AP by object size, with size bins of your choice.
+"""COCO-style scoring of YOLO-format data: AP by object size, under one detection budget.
 
 Ground truth comes from the split's YOLO label files (attention.data.coco_format), predictions from
-ultralytics' validator (``save_json=True`` writes them in COCO form) or from sliced inference;
-pycocotools does the matching and averaging.
+ultralytics' validator (attention.adapter.validator.validate) or from sliced inference
+(attention.inference.slicing.coco_detections); pycocotools does the matching and averaging.
+
+Scoring conventions, the same in `val`, `compare` and the Python API:
+
+- detection budget: at most ``max_det`` detections per image, the highest-scoring ones, both as the prediction
+  cap and as COCO's maxDets (pycocotools' default of 100 would score a crowded image on a truncated list).
+  The default, DEFAULT_MAX_DET, is what ultralytics validates with (its max_det, 300); VisDrone's protocol is 500;
+- size bins: attention.data.size_bins (closed below, open above: a 32 px box is medium);
+- ground truth in the frame ultralytics reads (EXIF orientation applied), category id = class + 1,
+  image id = the image's path (attention.data.coco_format).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import math
-from typing import Any, Sequence
+import warnings
+from collections import Counter, defaultdict
+from typing import Any
 
 import numpy as np
 
-# Size bins by the square root of box area in native pixels: name -> (low, high).
-SIZE_BINS: dict[str, dict[str, tuple[float, float]]] = {
-    "coco": {"small": (0, 32), "medium": (32, 96), "large": (96, math.inf)},
-    # AI-TOD style, for tiny-object datasets (its 'very tiny' starts at 2 px; we start at 0 so no box is lost)
-    "tiny": {"very_tiny": (0, 8), "tiny": (8, 16), "small": (16, 32), "medium": (32, math.inf)},
-}
+from attention.adapter.validator import DEFAULT_MAX_DET
+from attention.data.size_bins import SIZE_BINS, Bins, area_range, in_bin, size_bins
+from attention.errors import UserError
+
+__all__ = ["DEFAULT_MAX_DET", "SIZE_BINS", "budget_note", "check_max_det", "crowded_warning", "evaluate", "size_bins",
+           "size_shares"]
+
+def check_max_det(max_det: int | None) -> int:
+    """The detection budget to use: max_det, or DEFAULT_MAX_DET for None; a UserError below 1."""
+    if max_det is None:
+        return DEFAULT_MAX_DET
+    if isinstance(max_det, bool) or int(max_det) != max_det or max_det < 1:
+        raise UserError(f"--max-det must be a whole number of detections per image >= 1, got {max_det!r}")
+    return int(max_det)
 
 
-def size_bins(spec: str | Sequence[float]) -> dict[str, tuple[float, float]]:
-    """A preset name ('coco', 'tiny') or ascending edges in px ('0,16,32,inf') -> {name: (low, high)}."""
-    if isinstance(spec, str) and spec in SIZE_BINS:
-        return dict(SIZE_BINS[spec])
-    try:
-        edges = [float(x) for x in (spec.split(",") if isinstance(spec, str) else spec)]
-    except ValueError:
-        edges = []
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
-        raise ValueError(f"size bins must be {' or '.join(SIZE_BINS)} or ascending edges in px like 0,16,32,inf; "
-                         f"got {spec!r}")
-    fmt = lambda v: "inf" if math.isinf(v) else f"{v:g}"
-    return {f"{fmt(a)}-{fmt(b)}": (a, b) for a, b in zip(edges, edges[1:])}
+def budget_note(max_det: int | None = None) -> str:
+    """How every table that prints AP states its budget: 'at most 300 detections per image (--max-det)'."""
+    return f"at most {check_max_det(max_det)} detections per image (--max-det)"
 
 
-def evaluate(gt: dict[str, Any], predictions: list[dict[str, Any]],
-             bins: str | dict[str, tuple[float, float]] = "coco") -> dict[str, float]:
-    """AP, AP50, AP75, AR and AP/AR per size bin (maxDets 100), as pycocotools computes them.
+def crowded_warning(gt: dict[str, Any], max_det: int) -> str | None:
+    """A warning when an image holds more objects than the budget lets a model find (recall is capped there)."""
+    counts = Counter(a["image_id"] for a in gt["annotations"]).values()
+    over, most = sum(c > max_det for c in counts), max(counts, default=0)
+    if not over:
+        return None
+    return (f"WARNING: {over} image(s) hold more than {max_det} objects (up to {most}): recall is capped at "
+            f"{max_det} detections per image; --max-det {most} or more scores them all")
 
-    A figure is -1 where nothing of that size exists in the ground truth.
+
+def cap_per_image(predictions: list[dict[str, Any]], max_det: int) -> list[dict[str, Any]]:
+    """The max_det highest-scoring predictions of each image (ties: first listed first)."""
+    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for p in predictions:
+        by_image[p["image_id"]].append(p)
+    return [p for found in by_image.values() for p in sorted(found, key=lambda d: -d["score"])[:max_det]]
+
+
+def evaluate(gt: dict[str, Any], predictions: list[dict[str, Any]], bins: str | Bins = "coco",
+             max_det: int | None = None) -> dict[str, float]:
+    """AP, AP50, AP75, AR and AP/AR per size bin, as pycocotools computes them, at most max_det detections
+    per image (default DEFAULT_MAX_DET).
+
+    A figure is -1 where nothing of that size exists in the ground truth. Predictions of an image id the
+    ground truth lacks are left out with a warning.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    bins = size_bins(bins) if isinstance(bins, str) else bins
-    # Integer ids for pycocotools, which sorts them (file stems can mix numbers and names).
+    bins = size_bins(bins)
+    max_det = check_max_det(max_det)
+    # Integer ids for pycocotools, which sorts them (ids are image paths, or whatever the caller used).
     ids = {im["id"]: k for k, im in enumerate(gt["images"], 1)}
+    stray = [p["image_id"] for p in predictions if p["image_id"] not in ids]
+    if stray:
+        warnings.warn(f"{len(stray)} predictions name images that are not in the ground truth (e.g. {stray[0]!r}); "
+                      "they are left out of the score", stacklevel=2)
     dataset = {
         "images": [{**im, "id": ids[im["id"]]} for im in gt["images"]],
         "annotations": [{**a, "image_id": ids[a["image_id"]]} for a in gt["annotations"]],
         "categories": gt["categories"],
     }
-    dets = [{**p, "image_id": ids[p["image_id"]]} for p in predictions if p["image_id"] in ids]
+    dets = [{**p, "image_id": ids[p["image_id"]]} for p in cap_per_image(predictions, max_det) if p["image_id"] in ids]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints every step
         api = COCO()
         api.dataset = dataset
         api.createIndex()
         ev = COCOeval(api, api.loadRes(dets) if dets else _empty(api), "bbox")
-        ev.params.areaRng = [[0, 1e10]] + [[lo ** 2, min(hi ** 2, 1e10)] for lo, hi in bins.values()]
+        ev.params.maxDets = [m for m in (1, 10) if m < max_det] + [max_det]  # every figure below is read at the last
+        ev.params.areaRng = [[0, np.inf]] + [list(area_range(lo, hi)) for lo, hi in bins.values()]
         ev.params.areaRngLbl = ["all", *bins]
         ev.evaluate()
         ev.accumulate()
@@ -88,8 +122,8 @@ def _empty(api: Any) -> Any:
     return empty
 
 
-def size_shares(gt: dict[str, Any], bins: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Share of ground-truth boxes in each size bin."""
-    sides = np.sqrt([a["bbox"][2] * a["bbox"][3] for a in gt["annotations"]])
-    return {name: float(((sides >= lo) & (sides < hi)).mean()) if sides.size else 0.0
-            for name, (lo, hi) in bins.items()}
+def size_shares(gt: dict[str, Any], bins: str | Bins) -> dict[str, float]:
+    """Share of ground-truth boxes in each size bin (the boxes evaluate() scores in that bin)."""
+    areas = np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in gt["annotations"]], dtype=float)
+    return {name: float(in_bin(areas, lo, hi).mean()) if areas.size else 0.0
+            for name, (lo, hi) in size_bins(bins).items()}

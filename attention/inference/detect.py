@@ -9,8 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
 from attention.adapter.api import IMG_FORMATS, VID_FORMATS, YOLO, Results, increment_path
 from attention.adapter.weights import resolve_weights
+from attention.errors import MissingFileError, UserError
 
 
 def detect(
@@ -35,9 +37,9 @@ def detect(
     by slice_overlap, merged back to the full image; boxes and labels are in original-image pixels.
     """
     if not (Path(source).exists() or glob.glob(source) or "://" in source or source.isdigit()):
-        raise FileNotFoundError(f"--source not found: {source}")
+        raise MissingFileError(f"--source not found: {source}")
     if slice_size and ("://" in source or source.isdigit()):
-        raise ValueError("--slice-size works on image files, folders, globs and video files, not on streams or cameras")
+        raise UserError("--slice-size works on image files, folders, globs and video files, not on streams or cameras")
     model = YOLO(resolve_weights(weights))
     if slice_size:
         return _detect_sliced(model, source, slice_size, slice_overlap, imgsz, conf_thres, iou_thres, save_txt,
@@ -60,7 +62,7 @@ def detect(
     ):
         save_dir = Path(result.save_dir)
     if save_dir is None:
-        raise FileNotFoundError(f"--source has no images or videos: {source}")
+        raise MissingFileError(f"--source has no images or videos: {source}")
     print(f"Results saved to {save_dir}")
     return save_dir
 
@@ -99,7 +101,7 @@ def _detect_sliced(model, source, slice_size, overlap, imgsz, conf, iou, save_tx
 
     files = _files(source)
     if not files:
-        raise FileNotFoundError(f"--source has no images or videos: {source}")
+        raise MissingFileError(f"--source has no images or videos: {source}")
     predictor = SlicedPredictor(model, slice_size=slice_size, overlap=overlap, imgsz=imgsz,
                                 conf=conf, iou=iou, device=device)
     save_dir = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)

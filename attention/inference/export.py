@@ -15,8 +15,10 @@ from pathlib import Path
 from attention.adapter.api import YOLO
 from attention.adapter.compat import onnx_needs_onnxscript
 from attention.adapter.weights import resolve_weights
+from attention.errors import UserError
 
-NEEDS = {"onnx": ("onnx",), "torchscript": ()}
+NEEDS = {"onnx": ("onnx",), "torchscript": ()}  # the formats this command exports, and the packages each needs
+FORMATS = tuple(NEEDS)
 SIMPLIFY_NEEDS = ("onnxslim", "onnxruntime")
 
 
@@ -31,12 +33,12 @@ def export(weights: str | Path, fmt: str = "onnx", imgsz: int = 640, batch: int 
            opset: int | None = None, simplify: bool = False, half: bool = False, device: str | None = None) -> Path:
     """Export the checkpoint next to it (best.pt -> best.onnx); returns the exported file."""
     if fmt not in NEEDS:
-        raise ValueError(f"export --format {fmt}: this command exports {' and '.join(NEEDS)}; for {fmt} call "
+        raise UserError(f"export --format {fmt}: this command exports {' and '.join(NEEDS)}; for {fmt} call "
                          f"ultralytics directly, YOLO({str(weights)!r}).export(format={fmt!r}) after import attention "
                          "(ultralytics may install packages for it)")
     missing = missing_packages(fmt, simplify)
     if missing:
-        raise ValueError(f"export --format {fmt}{' --simplify' if simplify else ''} needs {', '.join(missing)}: "
+        raise UserError(f"export --format {fmt}{' --simplify' if simplify else ''} needs {', '.join(missing)}: "
                          f"pip install {' '.join(missing)}")
     model = YOLO(resolve_weights(weights))
     options = dict(format=fmt, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half, device=device)

@@ -15,6 +15,7 @@ import torch
 from attention.adapter.api import DetectionModel
 from attention.adapter.weights import load
 from attention.blocks.gate import INITS, gate_blocks, has_gate
+from attention.errors import UserError
 from attention.training.transfer import TransferReport, transfer
 
 
@@ -29,7 +30,7 @@ def seeded(seed: int) -> Iterator[None]:
 def build(cfg: str | dict, nc: int | None = None, seed: int = 0, attn_init: str = "paper") -> DetectionModel:
     """DetectionModel of a model YAML (name, path or dict) with nc classes, its blocks gated if attn_init says so."""
     if attn_init not in INITS:
-        raise ValueError(f"--attn-init must be one of {', '.join(INITS)}, got {attn_init!r}")
+        raise UserError(f"--attn-init must be one of {', '.join(INITS)}, got {attn_init!r}")
     with seeded(seed):
         model = DetectionModel(cfg, nc=nc, verbose=False)
     if attn_init == "identity":
@@ -45,7 +46,7 @@ def starting_model(cfg: str | None, weights: str | None = None, nc: int | None =
     weights alone: that checkpoint's own model as it is; built anew (seeded) only for another class count.
     """
     if attn_init != "paper" and not weights:
-        raise ValueError(f"--attn-init {attn_init} makes a variant start as its base: it needs --weights")
+        raise UserError(f"--attn-init {attn_init} makes a variant start as its base: it needs --weights")
     if cfg is None:
         base, _ = load(weights)
         if nc is None or base.yaml.get("nc") == nc:
