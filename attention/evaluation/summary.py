@@ -1,98 +1,246 @@
-"""The comparison table: every lever against the baseline on one metric, paired by seed, and the closing line."""
+"""The comparison table: every lever against the baseline on one metric, paired by seed, its verdict, the closing line.
+
+Verdicts follow attention.evaluation.stats (better / worse / equivalent within a margin / undecided, with the seeds
+80% power needs); with a Plan (attention.evaluation.sequential) each lever is judged at the last look its seeds
+reach, at that look's share of alpha.
+"""
 
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Mapping, Sequence
 
-from attention.evaluation.stats import paired_interval, t975, verdict
+import numpy as np
 
-MAX_SEEDS = 200  # beyond this, "would need about N seeds" stops being advice
+from attention.errors import UserError
+from attention.evaluation.sequential import Plan, decide, seeds_per_variant
+from attention.evaluation.stats import (ALPHA, DEFAULT_MARGIN, MAX_SEEDS, POWER, Verdict, judge, margin_text,
+                                        seeds_needed)
+
+SEEDS_COLUMN = f"seeds for {POWER:.0%} power"
 
 
 @dataclass
 class Lever:
-    """One lever's paired difference to the baseline on the chosen metric (nan where it cannot be computed)."""
+    """One row of the comparison: what it costs, what it scores, and its paired difference to the baseline."""
 
     name: str
-    ms: float
-    mean: float
-    low: float
-    high: float
-    seeds_needed: int | None
+    params: float  # millions
+    ms: float  # per image
+    score: float  # the metric's mean over the lever's scored seeds (nan: none)
+    score_sd: float  # its sd over seeds (nan with fewer than two)
+    verdict: Verdict | None  # None for the baseline
+    seeds_needed: int | None = None  # total seeds for 80% power where undecided; None where decided or unknowable
+    baseline: bool = False
+    left_out: tuple = field(default_factory=tuple)  # seeds paired without a score on one side
+
+    @property
+    def mean(self) -> float:
+        return self.verdict.mean if self.verdict else 0.0
+
+    @property
+    def low(self) -> float:
+        return self.verdict.low if self.verdict else 0.0
+
+    @property
+    def high(self) -> float:
+        return self.verdict.high if self.verdict else 0.0
+
+
+def _valid(values: Sequence[float]) -> list[float]:
+    """Scores that exist: finite and not pycocotools' -1 (no ground truth of that size)."""
+    return [float(v) for v in values if math.isfinite(v) and v >= 0]
 
 
 def cell(values: Sequence[float]) -> str:
-    """'0.412 ± 0.013' over seeds; 'n/a' where the split has no ground truth of that size (pycocotools' -1)."""
-    if any(v < 0 for v in values):
+    """'0.412 ± 0.013' over seeds; 'n/a' where no seed has a score (pycocotools' -1: no objects of that size)."""
+    ok = _valid(values)
+    if not ok:
         return "n/a"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+    text = f"{ok[0]:.3f}" if len(ok) == 1 else f"{np.mean(ok):.3f} ± {np.std(ok, ddof=1):.3f}"
+    return text if len(ok) == len(values) else f"{text} ({len(ok)} of {len(values)} seeds)"
 
 
-def seeds_to_resolve(diffs: Sequence[float]) -> int | None:
-    """About how many seeds a 95% interval needs to exclude zero, at the observed mean and spread of diffs."""
-    mean = statistics.fmean(diffs)
-    sd = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
-    if mean == 0 or math.isnan(sd):
-        return None
-    for n in range(2, MAX_SEEDS + 1):
-        if t975(n - 1) * sd / math.sqrt(n) < abs(mean):
-            return n
-    return None
+def paired(scores: Mapping, lever: Hashable, base: Hashable, seeds: Sequence[int], metric: str
+           ) -> tuple[list[float], list[int], bool]:
+    """(differences in seed order, seeds without a score on a side, no ground truth at all) for one lever.
+
+    Seeds not yet scored for both are skipped; a seed scored on both sides but without a score on one (NaN, or
+    -1 for no objects of that size) gives NaN, which the verdict leaves out and counts.
+    """
+    diffs, missing, any_truth = [], [], False
+    for s in seeds:
+        if (*lever, s) not in scores or (*base, s) not in scores:
+            continue
+        v, b = float(scores[(*lever, s)][metric]), float(scores[(*base, s)][metric])
+        any_truth |= not (v < 0 or b < 0)  # -1: nothing of that size in the split
+        ok = _valid([v, b])
+        diffs.append(ok[0] - ok[1] if len(ok) == 2 else math.nan)
+        if len(ok) < 2:
+            missing.append(s)
+    return diffs, missing, not any_truth and bool(diffs)
 
 
 def summarize(levers: Sequence[Hashable], seeds: Sequence[int], scores: dict, metric: str,
-              sizes: dict[str, dict[str, float]], latency: dict, names: dict) -> tuple[list[dict[str, Any]], list[Lever]]:
+              sizes: dict[str, dict[str, float]], latency: dict, names: dict, margin: float | None = None,
+              plan: Plan | None = None) -> tuple[list[dict[str, Any]], list[Lever]]:
     """One row per lever (the first is the baseline); scores[(variant, mode, seed)] holds COCO metrics.
 
-    levers are (variant, mode) pairs; names gives each its printed name; latency its ms per image.
+    levers are (variant, mode) pairs; names gives each its printed name; latency its ms per image; sizes each
+    variant's params. Each lever is paired with the baseline over the seeds of `seeds` both have scores for.
+    margin: differences within ±margin count as equivalent (default stats.DEFAULT_MARGIN, or the plan's). Without a
+    plan each lever is judged once at 95%; with one, at its last look (sequential.decide). Returns the printed rows
+    and one Lever per row (the baseline first, baseline=True) for closing_line() and the plots.
     """
     first = scores[(*levers[0], seeds[0])]
     if metric not in first:
-        raise ValueError(f"--metric {metric!r} is not among the scores: "
-                         f"{', '.join(k for k in first if k.startswith('AP'))}")
+        raise UserError(f"--metric {metric!r} is not among the scores: "
+                        f"{', '.join(k for k in first if k.startswith('AP'))}")
+    margin = (plan.margin if plan else DEFAULT_MARGIN) if margin is None else margin
+    if not margin >= 0:
+        raise UserError(f"--margin must be 0 or more (a difference in {metric}), got {margin}")
+    if plan is not None and plan.margin != margin:
+        plan = Plan(plan.first, plan.cap, plan.alpha, margin)
     others = [k for k in ("AP", "AP50") if k != metric] + [k for k in first if k.startswith("AP_") and k != metric]
-    base = [scores[(*levers[0], s)][metric] for s in seeds]
-    rows, stats = [], []
+    base = levers[0]
+    pairs = {lv: paired(scores, lv, base, seeds, metric) for lv in levers[1:]}
+    decisions = decide({lv: p[0] for lv, p in pairs.items()}, plan) if plan else {}
+
+    stats: list[Lever] = []
     for lv in levers:
-        values = [scores[(*lv, s)][metric] for s in seeds]
-        row: dict[str, Any] = {"lever": names[lv], "params(M)": sizes[lv[0]]["params(M)"], "ms/image": latency[lv],
-                               metric: cell(values)}
-        if lv == levers[0]:
-            row |= {f"Δ{metric} [95% CI]": "baseline", "seeds to resolve": "", "verdict": ""}
-        elif cell(values) == "n/a" or cell(base) == "n/a":
-            row |= {f"Δ{metric} [95% CI]": "n/a", "seeds to resolve": "", "verdict": "no ground truth of that size"}
+        values = [scores[(*lv, s)][metric] for s in seeds if (*lv, s) in scores]
+        ok = _valid(values)
+        row = Lever(names[lv], sizes[lv[0]]["params(M)"], latency[lv], float(np.mean(ok)) if ok else math.nan,
+                    float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan, None, baseline=lv == base)
+        if lv != base:
+            diffs, left_out, no_truth = pairs[lv]
+            row.left_out = tuple(left_out)
+            if no_truth:
+                row.verdict = Verdict("n/a", math.nan, math.nan, math.nan, math.nan, 0, 1 - ALPHA, margin,
+                                      "no objects of that size in the split")
+            elif plan:
+                d = decisions[lv]
+                row.verdict = d.verdict
+                if not d.verdict.decided and d.verdict.kind != "n/a":
+                    row.seeds_needed = d.wants if d.wants > len(diffs) else _need(d.verdict, margin, d.alpha)
+            else:
+                row.verdict = judge(diffs, margin, ALPHA)
+                if not row.verdict.decided and row.verdict.kind != "n/a":
+                    row.seeds_needed = _need(row.verdict, margin, ALPHA)
+        stats.append(row)
+
+    levels = {lv.verdict.level for lv in stats if lv.verdict and lv.verdict.kind != "n/a"}
+    uniform = len(levels) <= 1
+    delta = f"Δ{metric} [{_pct(levels.pop() if levels else 1 - ALPHA)} CI]" if uniform else f"Δ{metric} [CI]"
+    rows = []
+    for lv, key in zip(stats, levers):
+        values = [scores[(*key, s)][metric] for s in seeds if (*key, s) in scores]
+        row: dict[str, Any] = {"lever": lv.name, "params(M)": lv.params, "ms/image": lv.ms, metric: cell(values)}
+        v = lv.verdict
+        if v is None:
+            row |= {delta: "baseline", SEEDS_COLUMN: "", "verdict": ""}
         else:
-            diffs = [v - b for v, b in zip(values, base)]
-            mean, low, high = paired_interval(diffs)
-            need = seeds_to_resolve(diffs)
-            ci = "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
-            row |= {f"Δ{metric} [95% CI]": f"{mean:+.3f}{ci}", "verdict": verdict(low, high),
-                    "seeds to resolve": "" if verdict(low, high) in ("better", "worse")
-                    else f"~{need}" if need else f"> {MAX_SEEDS}" if len(seeds) > 1 else "?"}
-            stats.append(Lever(names[lv], latency[lv], mean, low, high, need))
-        rows.append(row | {k: cell([scores[(*lv, s)][k] for s in seeds]) for k in others})
+            interval = v.interval() if uniform or v.kind == "n/a" else f"{v.interval()} at {_pct(v.level)}"
+            if plan and 0 < v.n + v.left_out < len(values):  # judged at an earlier look than the seeds it has
+                interval += f", first {v.n + v.left_out} seeds"
+            left = f"; seed {', '.join(map(str, lv.left_out))} left out (no score)" if lv.left_out and v.n else ""
+            row |= {delta: interval, SEEDS_COLUMN: _seeds_cell(lv, plan), "verdict": v.text() + left}
+        rows.append(row | {k: cell([scores[(*key, s)][k] for s in seeds if (*key, s) in scores]) for k in others})
     return rows, stats
 
 
-def closing_line(stats: Sequence[Lever], metric: str, n_seeds: int, baseline_ms: float) -> str:
-    """Names the cheapest lever whose interval lies above zero, or says none does and how many seeds would tell."""
-    helps = [lv for lv in stats if lv.low > 0]
-    if helps:
-        best = min(helps, key=lambda lv: lv.ms)
-        return (f"Cheapest lever that helps {metric}: {best.name}, {best.mean:+.3f} [{best.low:+.3f}, {best.high:+.3f}] "
-                f"over {n_seeds} seeds, at {best.ms:.0f} ms per image ({best.ms / baseline_ms:.2f}x the baseline's).")
-    if not stats:
-        return f"No lever could be compared on {metric}."
-    if n_seeds < 2:
-        return f"No lever can be judged on {metric} from one seed: run at least 2 (3 or more to get useful intervals)."
-    largest = max(stats, key=lambda lv: abs(lv.mean))
-    worse = [lv.name for lv in stats if lv.high < 0]
-    tail = f" ({', '.join(worse)}: worse)" if worse else ""
-    need = (f"would need about {largest.seeds_needed} seeds to resolve" if largest.seeds_needed
-            else f"is too small next to its seed-to-seed spread to resolve with {MAX_SEEDS} seeds")
-    return (f"No lever's 95% interval on {metric} lies above zero over {n_seeds} seeds{tail}; the largest difference, "
-            f"{largest.name}'s {largest.mean:+.3f}, {need}.")
+def _need(v: Verdict, margin: float, alpha: float) -> int | None:
+    return seeds_needed(v.mean, v.sd, margin, alpha, start=v.n + 1)
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:.3g}%"
+
+
+def _seeds_cell(lv: Lever, plan: Plan | None) -> str:
+    v = lv.verdict
+    if v is None or v.decided or v.kind == "n/a":
+        return ""
+    if lv.seeds_needed:
+        beyond = plan is not None and lv.seeds_needed > plan.cap
+        return f"~{lv.seeds_needed}" + (f" (cap {plan.cap})" if beyond else "")
+    if v.n < 2 or not v.sd > 0 or v.note:
+        return "?"  # one seed or no spread: nothing to compute power from
+    return f"> {MAX_SEEDS}"
+
+
+def _seed_count(stats: Sequence[Lever]) -> str:
+    counts = sorted({lv.verdict.n for lv in stats})
+    return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+
+
+def closing_line(stats: Sequence[Lever], metric: str, n_seeds: int | None = None, baseline_ms: float | None = None,
+                 margin: float | None = None) -> str:
+    """The line users act on: the cheapest lever that is better, else what each lever is, all with the margin.
+
+    stats: summarize()'s Levers (the baseline may be among them); n_seeds and baseline_ms are used where the
+    Levers do not say (no baseline among them).
+    """
+    levers = [lv for lv in stats if not lv.baseline and lv.verdict is not None]
+    judged = [lv for lv in levers if lv.verdict.kind != "n/a"]
+    if margin is None:
+        margin = judged[0].verdict.margin if judged else DEFAULT_MARGIN
+    band = f"the ±{margin_text(margin)} margin"
+    if not judged:
+        return f"No lever could be compared on {metric}: no scores to pair (no objects of that size in the split?)."
+    base = next((lv for lv in stats if lv.baseline), None)
+    base_ms = base.ms if base else baseline_ms
+    seeds = _seed_count(judged)
+    better = [lv for lv in judged if lv.verdict.kind == "better"]
+    if better:
+        best = min(better, key=lambda lv: lv.ms)
+        cost = f" ({best.ms / base_ms:.2f}x the baseline's)" if base_ms else ""
+        return (f"Cheapest lever better than the baseline on {metric} by more than {band}: {best.name}, "
+                f"{best.verdict.interval()} over {best.verdict.n} seeds, at {best.ms:.0f} ms per image{cost}.")
+    if all(lv.verdict.n < 2 for lv in judged):
+        return (f"No lever can be judged on {metric} from one seed (no interval): run at least 2 seeds, 3 or more "
+                f"for useful intervals; differences within {band} will count as equivalent.")
+    groups = []
+    for kind, words in (("equivalent", f"Equivalent within ±{margin_text(margin)}"), ("worse", "Worse"),
+                        ("undecided", f"Undecided (seeds for {POWER:.0%} power)")):
+        names = [lv.name + (_need_words(lv) if kind == "undecided" else "") for lv in judged if lv.verdict.kind == kind]
+        if names:
+            groups.append(f"{words}: {'; '.join(names)}.")
+    return (f"No lever is better than the baseline on {metric} by more than {band} over {seeds} seeds. "
+            f"{' '.join(groups)}")
+
+
+def _need_words(lv: Lever) -> str:
+    if lv.seeds_needed:
+        return f" (~{lv.seeds_needed})"
+    if lv.verdict.n < 2:
+        return " (one seed: no interval)"
+    if lv.verdict.note:
+        return f" ({lv.verdict.note})"
+    return f" (more than {MAX_SEEDS})"
+
+
+def how_to_read(metric: str, margin: float = DEFAULT_MARGIN, plan: Plan | None = None) -> str:
+    """The verdicts' rule in two sentences, for under the table."""
+    m = margin_text(margin)
+    text = (f"Verdicts on Δ{metric}, the per-seed difference to the baseline (margin ±{m}): better / worse "
+            f"when its interval excludes 0 and the mean difference exceeds the margin; equivalent when the interval "
+            f"lies within ±{m}; otherwise undecided, with the seeds that would give a verdict "
+            f"{POWER:.0%} of the time if the observed mean and spread held.")
+    if plan and len(plan.looks) > 1:
+        levels = ", ".join(f"{n} seeds at {_pct(1 - plan.alpha_at(n))}" for n in plan.looks)
+        text += (f" Seeds were added only to undecided levers, judged at looks fixed in advance ({levels}; "
+                 f"Bonferroni over the looks), so a false better/worse stays below {plan.alpha:.0%}.")
+    return text
+
+
+def plan_seeds(levers: Sequence[Hashable], seeds: Sequence[int], scores: Mapping, metric: str, plan: Plan
+               ) -> dict[str, int]:
+    """How many seeds each variant should have in total for the next round (sequential.decide on every lever).
+
+    A variant that needs no more gets the count it has; the baseline variant gets the most any lever wants.
+    """
+    base = levers[0]
+    decisions = decide({lv: paired(scores, lv, base, seeds, metric)[0] for lv in levers[1:]}, plan)
+    return seeds_per_variant({lv: d.wants for lv, d in decisions.items()}, base[0])

@@ -1,7 +1,8 @@
 """Scoring checkpoints on a split: ultralytics' P, R, mAP plus COCO AP by object size, whole-image or sliced.
 
 One checkpoint gives per-class rows; several are scored on the same data in the same run, with
-params, GFLOPs and an interleaved latency measurement beside them.
+params, GFLOPs and an interleaved latency measurement beside them. Every figure is computed under one
+detection budget (max_det: the prediction cap and COCO's maxDets), stated under every table.
 """
 
 from __future__ import annotations
@@ -20,29 +21,31 @@ from attention.data.audit import check_data
 from attention.data.coco_format import image_id, yolo_to_coco
 from attention.data.listing import class_names, load_split
 from attention.data.prepare import EMBEDDED_DATA, prepare_data
-from attention.evaluation.coco import evaluate, size_bins
+from attention.data.size_bins import describe
+from attention.evaluation.coco import budget_note, check_max_det, crowded_warning, evaluate, size_bins
 from attention.evaluation.latency import latency_ms
-from attention.evaluation.tables import METRIC_COLUMNS, format_table, model_size, write_table
+from attention.evaluation.plots import size_bin_bars
+from attention.evaluation.tables import METRIC_COLUMNS, format_markdown, format_table, model_size, write_table
 
 
-def score(model: YOLO, data: str, gt: dict, bins: dict, split: str, save_dir: Path,
+def score(model: YOLO, data: str, gt: dict, bins: dict, split: str, save_dir: Path, max_det: int,
           **val_args: Any) -> tuple[Any, dict[str, float]]:
     """ultralytics' metrics and our COCO-by-size metrics (gt: the split as COCO, data.coco_format) in save_dir."""
-    metrics, predictions = validate(model, data, split, save_dir, **val_args)
-    coco = evaluate(gt, predictions, bins)
+    metrics, predictions = validate(model, data, split, save_dir, max_det=max_det, **val_args)
+    coco = evaluate(gt, predictions, bins, max_det=max_det)
     (save_dir / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
     return metrics, coco
 
 
 def sliced_score(model: YOLO, images: list[Path], gt: dict, names: list[str], bins: dict, save_dir: Path,
                  slice_size: int, slice_overlap: float, imgsz: int | None, conf: float, iou: float,
-                 device: str | None) -> tuple[Any, dict[str, float]]:
+                 device: str | None, max_det: int) -> tuple[Any, dict[str, float]]:
     """The same metrics as score(), from sliced inference (attention.inference.slicing, on sahi) image by image."""
     from attention.inference.slicing import SlicedPredictor, coco_detections
 
     matcher = SlicedMatcher(names)
     predictor = SlicedPredictor(model, slice_size=slice_size, overlap=slice_overlap, imgsz=imgsz, conf=conf, iou=iou,
-                                device=device)
+                                device=device, max_det=max_det)
     boxes: dict[Any, list] = {im["id"]: [] for im in gt["images"]}
     for a in gt["annotations"]:
         boxes[a["image_id"]].append((a["category_id"] - 1, *a["bbox"]))
@@ -50,11 +53,11 @@ def sliced_score(model: YOLO, images: list[Path], gt: dict, names: list[str], bi
     for path in (p for p in images if image_id(p) in boxes):
         pred = predictor(path)
         g = np.array(boxes[image_id(path)], dtype=np.float32).reshape(-1, 5)
-        matcher.add(path.name, pred.xyxy, pred.conf, pred.cls, g[:, 0], np.c_[g[:, 1:3], g[:, 1:3] + g[:, 3:5]])
+        matcher.add(str(path), pred.xyxy, pred.conf, pred.cls, g[:, 0], np.c_[g[:, 1:3], g[:, 1:3] + g[:, 3:5]])
         dets += coco_detections(path, pred)
     metrics = matcher.finish(save_dir)
     (save_dir / "predictions.json").write_text(json.dumps(dets))
-    coco = evaluate(gt, dets, bins)
+    coco = evaluate(gt, dets, bins, max_det=max_det)
     (save_dir / "coco_metrics.json").write_text(json.dumps(coco, indent=1))
     return metrics, coco
 
@@ -73,13 +76,19 @@ def val(
     device: str | None = None,
     task: str = "val",
     size_bins_spec: str = "coco",
+    max_det: int | None = None,
     slice_size: int = 0,
     slice_overlap: float = 0.2,
     project: str | Path = "runs/val",
     name: str = "exp",
     exist_ok: bool = False,
 ) -> list[dict[str, Any]]:
-    """Score each checkpoint; one checkpoint gives per-class rows, several a comparison table."""
+    """Score each checkpoint; one checkpoint gives per-class rows, several a comparison table.
+
+    max_det: the detection budget, at most this many detections per image both as the prediction cap and as
+    COCO's maxDets (default: ultralytics' own, 300; VisDrone's protocol: 500).
+    """
+    max_det = check_max_det(max_det)
     if slice_size:
         require_sliced_scoring()  # before anything runs: this release may lack what it needs
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
@@ -89,6 +98,8 @@ def val(
     cfg, images = load_split(data, task)
     names = class_names(cfg)
     gt = yolo_to_coco(images, names)
+    if warning := crowded_warning(gt, max_det):
+        print(warning)
     save_dir = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
     audit.write(save_dir)
     tile_imgsz, imgsz = imgsz, imgsz or 640
@@ -98,8 +109,8 @@ def val(
         with quiet_about(audit.problem_images()):  # the data check listed those files already
             if slice_size:  # tiles at native resolution unless --imgsz says otherwise
                 return sliced_score(model, images, gt, names, bins, out, slice_size, slice_overlap, tile_imgsz,
-                                    conf_thres, iou_thres, device)
-            return score(model, data, gt, bins, task, out, **val_args)
+                                    conf_thres, iou_thres, device, max_det)
+            return score(model, data, gt, bins, task, out, max_det, **val_args)
 
     if len(paths) == 1:
         metrics, coco = scorer(YOLO(paths[0]), save_dir)
@@ -111,10 +122,13 @@ def val(
             result = box.class_result(scored[c]) if c in scored else (0.0, 0.0, 0.0, 0.0)
             rows.append({"class": names[c], "instances": int(instances[c]),
                          **{k: float(v) for k, v in zip(METRIC_COLUMNS, result)}})
+        note = f"COCO metrics by object size, {describe(bins)}; {budget_note(max_det)}"
         write_table(rows, save_dir / "results")
-        (save_dir / "results.json").write_text(json.dumps({"classes": rows, "coco": coco}, indent=1, default=float))
-        print(f"\n{format_table(rows)}\n\nCOCO metrics by object size (px = sqrt(area); "
-              f"{', '.join(f'{k} {lo:g}-{hi:g}' for k, (lo, hi) in bins.items())}):\n"
+        (save_dir / "results.md").write_text((save_dir / "results.md").read_text() + f"\n{note}:\n\n"
+                                             + format_markdown([coco_columns(coco)]))
+        (save_dir / "results.json").write_text(json.dumps(
+            {"classes": rows, "coco": coco, "size_bins": size_bins_spec, "max_det": max_det}, indent=1, default=float))
+        print(f"\n{format_table(rows)}\n\n{note}:\n"
               f"{format_table([coco_columns(coco)])}\nResults saved to {save_dir}")
         return rows
 
@@ -134,9 +148,11 @@ def val(
     for row, ms in zip(rows, latency_ms(fused, imgsz, dev)):
         row["latency(ms)"] = ms
     write_table(rows, save_dir / "compare")
-    plot_comparison(rows, save_dir / "compare.png")
+    note = f"AP by object size, {describe(bins)}; {budget_note(max_det)}."
+    (save_dir / "compare.md").write_text((save_dir / "compare.md").read_text() + f"\n{note}\n")
+    size_bin_bars({r["variant"]: r for r in rows}, save_dir / "compare.png", ranges=bins)
     print(f"\nSame data, split and settings for every model; latency: median batch-1 forward at {imgsz} px on "
-          f"{dev} ({save_dir}):\n{format_table(rows)}")
+          f"{dev} ({save_dir}):\n{format_table(rows)}\n{note}")
     return rows
 
 
@@ -145,25 +161,3 @@ def variant_name(model: YOLO, weights: str) -> str:
     yaml_file = getattr(model.model, "yaml", {}).get("yaml_file")
     return Path(yaml_file).stem if yaml_file else Path(weights).stem
 
-
-def plot_comparison(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Grouped bars: mAP50-95 and AP per size bin for each model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ["mAP50-95"] + [k for k in rows[0] if k.startswith("AP_")]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.6 * len(keys), 3.6))
-    width = 0.8 / len(rows)
-    for j, row in enumerate(rows):
-        values = [max(float(row[k]), 0.0) for k in keys]  # -1 (no objects of that size) drawn as 0
-        ax.bar([i + j * width for i in range(len(keys))], values, width, label=row["variant"])
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys)
-    ax.set_ylabel("AP")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
