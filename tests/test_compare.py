@@ -1,4 +1,4 @@
-"""The comparison runner: levers paired by seed, intervals, the closing line, reuse and resume, fine-tune mode."""
+"""The comparison runner: levers paired by seed, intervals, verdicts with a margin, the closing line, reuse, resume."""
 
 from __future__ import annotations
 
@@ -14,41 +14,24 @@ import sys
 import pytest
 
 from attention.evaluation.compare import default_metric, parse_infer
-from attention.evaluation.stats import paired_interval, verdict
-from attention.evaluation.summary import closing_line, seeds_to_resolve, summarize
+from attention.evaluation.sequential import Plan
+from attention.evaluation.stats import seeds_needed
+from attention.evaluation.summary import SEEDS_COLUMN, closing_line, how_to_read, plan_seeds, summarize
 
 ENV = {**os.environ, "YOLO_OFFLINE": "1"}
 FULL, SLICED = ("full", 160), ("sliced", 96)
+T2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # t(0.975, 2 df) in closed form: 4.3027
+NOISE = {"base": (0.002, -0.001, -0.001, 0.0, 0.001, -0.002), "cbam": (-0.001, 0.003, 0.0, 0.002, -0.002, 0.001)}
 
 
-def test_paired_interval_matches_the_t_formula():
-    diffs = [0.02, 0.03, 0.04]
-    mean, low, high = paired_interval(diffs)
-    half = 4.303 * 0.01 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n); sd of 0.02, 0.03, 0.04 is 0.01
-    assert mean == pytest.approx(0.03) and (low, high) == pytest.approx((0.03 - half, 0.03 + half))
-    assert verdict(low, high) == "better"
-    assert verdict(*paired_interval([-0.05, -0.04, -0.06])[1:]) == "worse"
-    assert verdict(*paired_interval([0.01, -0.02, 0.03])[1:]) == "no detectable difference"
-    assert verdict(*paired_interval([0.5])[1:]).startswith("no detectable difference (one seed")
-
-
-def test_seeds_to_resolve_is_the_smallest_n_whose_interval_excludes_zero():
-    diffs = [0.01, -0.01, 0.03]  # mean 0.01, sd 0.02
-    n = seeds_to_resolve(diffs)
-    t = {17: 2.120, 18: 2.110}  # t(0.975, n - 1) for n = 17, 18
-    assert t[17] * 0.02 / math.sqrt(17) > 0.01 > t[18] * 0.02 / math.sqrt(18) and n == 18
-    assert seeds_to_resolve([0.02, -0.02, 0.0]) is None  # no difference to resolve
-
-
-def scores_with(lever_effect: dict, seeds=(0, 1, 2), bins=("AP_small", "AP_large")) -> dict:
-    """Synthetic scores: a seed effect shared by every lever plus a per-lever effect (pairing removes the first)."""
+def scores_with(lever_effect: dict, seeds=(0, 1, 2)) -> dict:
+    """Synthetic scores: a seed effect shared by every lever (pairing removes it), a per-lever effect, and a little
+    noise per variant and seed (so the differences have spread)."""
     out = {}
     for (variant, mode), effect in lever_effect.items():
         for s in seeds:
-            base = 0.30 + 0.05 * s  # seeds differ a lot; levers differ by `effect` (+ a little noise)
-            noise = (0.002, -0.001, -0.001)[s]
-            out[(variant, mode, s)] = {"AP": base + effect + noise, "AP50": 0.6, "AP_small": base + effect + noise,
-                                       "AP_large": -1.0}
+            value = 0.30 + 0.05 * s + effect + NOISE[variant][s] * (4.0 if mode == SLICED else 0.2)
+            out[(variant, mode, s)] = {"AP": value, "AP50": 0.6, "AP_small": value, "AP_large": -1.0}
     return out
 
 
@@ -56,33 +39,94 @@ LEVERS = [("base", FULL), ("base", SLICED), ("cbam", FULL), ("cbam", SLICED)]
 NAMES = {lv: f"{lv[0]}, {lv[1][0]}" for lv in LEVERS}
 SIZES = {"base": {"params(M)": 1.0}, "cbam": {"params(M)": 1.1}}
 LATENCY = {("base", FULL): 10.0, ("base", SLICED): 30.0, ("cbam", FULL): 12.0, ("cbam", SLICED): 33.0}
+DELTA = "ΔAP_small [95% CI]"
 
 
-def test_a_lever_with_a_known_difference_is_named_and_the_cheapest_wins():
-    # sliced inference adds 0.05 on every seed, CBAM 0.02, CBAM + sliced 0.06: all help; CBAM full is cheapest.
+def diffs_of(scores, lever, seeds=(0, 1, 2)):
+    return [scores[(*lever, s)]["AP_small"] - scores[("base", FULL, s)]["AP_small"] for s in seeds]
+
+
+def test_rows_show_the_interval_the_verdict_and_the_seeds_for_80_percent_power():
+    scores = scores_with({LEVERS[0]: 0, LEVERS[1]: 0.05, LEVERS[2]: 0.004, LEVERS[3]: 0.012})
+    rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
+    assert list(rows[0])[:7] == ["lever", "params(M)", "ms/image", "AP_small", DELTA, SEEDS_COLUMN, "verdict"]
+    assert SEEDS_COLUMN == "seeds for 80% power" and rows[0][DELTA] == "baseline"
+    base = [scores[("base", FULL, s)]["AP_small"] for s in range(3)]
+    assert rows[0]["AP_small"] == f"{statistics.fmean(base):.3f} ± {statistics.stdev(base):.3f}"
+    assert rows[0]["AP_large"] == "n/a"  # no ground truth of that size: not -1.000 ± 0.000
+    for row, lever in zip(rows[1:], LEVERS[1:]):
+        d = diffs_of(scores, lever)
+        half = T2 * statistics.stdev(d) / math.sqrt(3)
+        mean = statistics.fmean(d)
+        assert row[DELTA] == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    assert rows[1]["verdict"] == "better, by more than 0.010" and rows[1][SEEDS_COLUMN] == ""
+    assert rows[2]["verdict"] == "equivalent, within ±0.010"  # +0.004 on every seed, give or take 0.001
+    d = diffs_of(scores, LEVERS[3])  # +0.012 with spread: might matter, 3 seeds cannot say
+    assert rows[3]["verdict"] == "undecided"
+    assert rows[3][SEEDS_COLUMN] == f"~{seeds_needed(statistics.fmean(d), statistics.stdev(d), 0.01, start=4)}"
+    assert [lv.verdict.kind for lv in stats[1:]] == ["better", "equivalent", "undecided"] and stats[0].baseline
+
+
+def test_the_closing_line_names_the_cheapest_better_lever_and_the_margin():
+    # sliced adds 0.05, CBAM 0.02, CBAM + sliced 0.06: all better by more than the margin; CBAM full is cheapest.
     scores = scores_with({LEVERS[0]: 0, LEVERS[1]: 0.05, LEVERS[2]: 0.02, LEVERS[3]: 0.06})
     rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
-    assert [r["lever"] for r in rows] == list(NAMES.values()) and rows[0]["ΔAP_small [95% CI]"] == "baseline"
-    assert rows[1]["ΔAP_small [95% CI]"].startswith("+0.050 [") and rows[1]["verdict"] == "better"
-    seeds = [scores[("base", FULL, s)]["AP_small"] for s in range(3)]
-    assert rows[0]["AP_small"] == f"{statistics.fmean(seeds):.3f} ± {statistics.stdev(seeds):.3f}" == "0.350 ± 0.049"
-    assert rows[0]["AP_large"] == "n/a"  # no ground truth of that size: not -1.000 ± 0.000
     line = closing_line(stats, "AP_small", 3, LATENCY[LEVERS[0]])
-    assert line.startswith("Cheapest lever that helps AP_small: cbam, full, +0.020 [")
-    assert line.endswith("at 12 ms per image (1.20x the baseline's).")
+    d = diffs_of(scores, LEVERS[2])
+    mean, half = statistics.fmean(d), T2 * statistics.stdev(d) / math.sqrt(3)
+    assert line == ("Cheapest lever better than the baseline on AP_small by more than the ±0.010 margin: cbam, full, "
+                    f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] over 3 seeds, at 12 ms per image "
+                    "(1.20x the baseline's).")
 
 
-def test_with_no_difference_the_closing_line_says_so_and_how_many_seeds_would_tell():
-    scores = scores_with({LEVERS[0]: 0, LEVERS[1]: 0, LEVERS[2]: 0, LEVERS[3]: 0})
-    scores[("cbam", SLICED, 0)]["AP_small"] += 0.012  # a small, noisy difference
-    scores[("cbam", SLICED, 1)]["AP_small"] -= 0.004
+def test_without_a_better_lever_the_closing_line_says_what_each_is():
+    scores = scores_with({LEVERS[0]: 0, LEVERS[1]: -0.05, LEVERS[2]: 0.002, LEVERS[3]: 0.012})
     rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
-    assert all(r["verdict"] == "no detectable difference" for r in rows[1:])
     line = closing_line(stats, "AP_small", 3, LATENCY[LEVERS[0]])
-    assert line.startswith("No lever's 95% interval on AP_small lies above zero over 3 seeds; the largest difference, "
-                           "cbam, sliced's +0.003, would need about ")
-    diffs = [scores[("cbam", SLICED, s)]["AP_small"] - scores[("base", FULL, s)]["AP_small"] for s in range(3)]
-    assert f"about {seeds_to_resolve(diffs)} seeds to resolve." in line and rows[3]["seeds to resolve"].startswith("~")
+    need = stats[3].seeds_needed
+    assert line == ("No lever is better than the baseline on AP_small by more than the ±0.010 margin over 3 seeds. "
+                    "Equivalent within ±0.010: cbam, full. Worse: base, sliced. "
+                    f"Undecided (seeds for 80% power): cbam, sliced (~{need}).")
+    # With no margin the same consistent, negligible difference is "better", and the line says so
+    _, strict = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES, margin=0.0)
+    assert strict[2].verdict.kind == "better"
+    assert closing_line(strict, "AP_small").startswith("Cheapest lever better than the baseline on AP_small by more "
+                                                       "than the ±0.000 margin: cbam, full, +0.002 [")
+    assert "margin ±0.010" in how_to_read("AP_small", 0.01) and "80%" in how_to_read("AP_small", 0.01)
+
+
+def test_empty_bins_nan_scores_and_one_seed_get_defined_answers():
+    scores = scores_with({lv: 0.02 * k for k, lv in enumerate(LEVERS)})
+    rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_large", SIZES, LATENCY, NAMES)  # -1 everywhere
+    assert all(r["ΔAP_large [95% CI]"] == "n/a" and r["verdict"] == "n/a: no objects of that size in the split"
+               for r in rows[1:])
+    assert closing_line(stats, "AP_large", 3, 10.0).startswith("No lever could be compared on AP_large")
+
+    scores[("cbam", SLICED, 1)]["AP_small"] = math.nan  # one run without a score
+    rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
+    kept = [diffs_of(scores, LEVERS[3])[s] for s in (0, 2)]
+    mean, half = statistics.fmean(kept), 12.706 * statistics.stdev(kept) / math.sqrt(2)  # t(0.975, 1 df)
+    assert rows[3][DELTA] == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    assert rows[3]["verdict"].endswith("; seed 1 left out (no score)") and stats[3].verdict.n == 2
+    assert rows[3]["AP_small"].endswith("(2 of 3 seeds)")
+
+    one = scores_with({lv: 0.02 * k for k, lv in enumerate(LEVERS)}, seeds=(0,))
+    rows, stats = summarize(LEVERS, [0], one, "AP_small", SIZES, LATENCY, NAMES)
+    d = diffs_of(one, LEVERS[1], seeds=(0,))[0]
+    assert rows[1][DELTA] == f"{d:+.3f} (one seed)" and rows[1]["verdict"] == "undecided: one seed, no interval"
+    assert rows[1][SEEDS_COLUMN] == "?" and rows[0]["AP_small"] == f"{one[('base', FULL, 0)]['AP_small']:.3f}"
+    assert closing_line(stats, "AP_small", 1, 10.0).startswith("No lever can be judged on AP_small from one seed")
+
+
+def test_with_a_plan_levers_are_judged_at_their_look_and_variants_get_the_seeds_they_want():
+    scores = scores_with({LEVERS[0]: 0, LEVERS[1]: 0.05, LEVERS[2]: 0.0005, LEVERS[3]: 0.012}, seeds=range(6))
+    plan = Plan(3, 10, margin=0.01)
+    wants = plan_seeds(LEVERS, [0, 1, 2], scores, "AP_small", plan)
+    assert set(wants) == {"base", "cbam"} and wants["base"] == max(wants.values()) and wants["base"] in (6, 10)
+    rows, stats = summarize(LEVERS, list(range(6)), scores, "AP_small", SIZES, LATENCY, NAMES, plan=plan)
+    assert "ΔAP_small [98.7% CI]" in rows[0]  # every lever at the look of 6 seeds: alpha 0.0135
+    assert all(lv.verdict.n == 6 for lv in stats[1:]) and stats[1].verdict.kind == "better"
+    assert "Bonferroni" in how_to_read("AP_small", 0.01, plan)
 
 
 def test_metric_and_modes_are_checked():
@@ -115,7 +159,7 @@ def test_runner_end_to_end_pairs_full_and_sliced_and_rerun_reuses(tiny_data, tmp
     assert proc.stdout.count("training 1 epochs") == 4 and "[run 4/4] yolov5n-se seed 1" in proc.stdout
     rows = read_rows(root / "summary.csv")
     assert [r["lever"] for r in rows] == ["yolov5n", "yolov5n-se"]
-    assert rows[1]["verdict"] in {"better", "worse", "no detectable difference"}
+    assert rows[1]["verdict"].split(",")[0].split(":")[0] in {"better", "worse", "equivalent", "undecided"}
     assert {"AP_small", "ΔAP_small [95% CI]", "ms/image", "AP_large"} <= set(rows[0]) and rows[0]["AP_large"] == "n/a"
     assert (root / "summary.md").read_text().rstrip().splitlines()[-1].startswith(("No lever", "Cheapest lever"))
 
@@ -166,3 +210,60 @@ def test_experiment_yaml_is_checked(tmp_path):
     assert proc.returncode == 2 and f"experiment YAML {bad}: unknown setting(s) epoch" in proc.stderr
     proc = run_compare(tmp_path / "missing.yaml", cwd=tmp_path)
     assert proc.returncode == 2 and "experiment YAML not found" in proc.stderr
+
+
+class FakeExecutor:
+    """Runs nothing: each run's score is a function of variant and seed, and each took an hour (status.json)."""
+
+    width, name = 1, "fake"
+
+    def __init__(self, score):
+        self.score, self.calls = score, []
+
+    def run(self, specs, progress):
+        from attention.evaluation.scored_run import RunResult, mode_key
+
+        for spec in specs:
+            self.calls.append((spec.variant, spec.seed))
+            spec.folder.mkdir(parents=True, exist_ok=True)
+            (spec.folder / "status.json").write_text(json.dumps({"state": "done", "seconds": 3600.0}))
+            scores = {mode_key(m): {"AP_small": self.score(spec.variant, spec.seed)} for m in spec.modes}
+            result = RunResult(spec.variant, spec.seed, spec.folder, scores, {}, 3600.0, True)
+            progress.finished(result)
+            yield result
+
+
+def adaptive_grid(tmp_path, **extra):
+    from attention.evaluation.compare import Grid
+    from attention.evaluation.experiment import Experiment
+
+    cfgs = ["yolov5n.yaml", "yolov5n-se.yaml", "yolov5n-cbam.yaml"]
+    exp = Experiment.from_mapping({"cfg": cfgs, "seeds": 3, "max_seeds": 10, "project": str(tmp_path), **extra})
+    return Grid(exp, cfgs, [FULL], "AP_small", 300, None), [(c.removesuffix(".yaml"), FULL) for c in cfgs]
+
+
+def test_more_seeds_go_only_to_undecided_levers_and_their_baseline(tmp_path):
+    from attention.evaluation.compare import _run_seeds
+
+    spread = [0.004, -0.006, 0.002, 0.005, -0.003, 0.001, -0.004, 0.006, -0.002, 0.0]  # per seed, mean 0.0003
+    effect = {"yolov5n": 0.0, "yolov5n-se": 0.05, "yolov5n-cbam": 0.004}  # se: clear at 3 seeds; cbam: not
+    noise = {"yolov5n": [x / 50 for x in spread], "yolov5n-se": [x / 20 for x in spread[::-1]], "yolov5n-cbam": spread}
+    fake = FakeExecutor(lambda v, s: 0.5 + effect[v] + noise[v][s])
+    grid, levers = adaptive_grid(tmp_path)
+    plan = Plan(3, 10)
+    seeds = _run_seeds(grid, fake, levers, plan)
+    assert plan.looks == (3, 6, 10)
+    assert grid.seeds_of("yolov5n-se") == [0, 1, 2]  # decided at the first look: no seed more
+    assert grid.seeds_of("yolov5n-cbam") == grid.seeds_of("yolov5n") == list(range(10))  # to the cap, paired
+    assert seeds == list(range(10)) and len(fake.calls) == len(set(fake.calls)) == 3 + 10 + 10  # nothing run twice
+
+
+def test_max_hours_stops_adding_seeds(tmp_path, capsys):
+    from attention.evaluation.compare import _run_seeds
+
+    # cbam: +0.004 with a spread that leaves it undecided at 3 seeds (the others: equal, hence equivalent)
+    fake = FakeExecutor(lambda v, s: 0.5 + (0.004 + [0.004, -0.006, 0.002][s % 3] if v == "yolov5n-cbam" else 0.0))
+    grid, levers = adaptive_grid(tmp_path, max_hours=2.0)
+    _run_seeds(grid, fake, levers, Plan(3, 10))
+    assert len(fake.calls) == 9  # the first 3 seeds took 9 hours in all, beyond 2
+    assert "--max-hours 2: the runs took 9.0 h in all; no more seeds are added" in capsys.readouterr().out

@@ -284,3 +284,24 @@ def test_resume_with_dataloader_workers_repeats_the_uninterrupted_run(tiny_data,
     assert rows(exp) == rows(reference)
     ours, theirs = weights(exp / "weights" / "last.pt"), weights(reference / "weights" / "last.pt")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_run_killed_between_its_last_epoch_and_the_final_strip_is_finished_not_retrained(reference, tmp_path):
+    # Ray retries, or the user reruns compare, after a kill at that moment: all epochs are saved, nothing to resume
+    from attention.adapter.checkpoints import is_finished
+    from attention.evaluation.runs import train_in
+
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    ckpt = load(reference / "weights" / "last.pt")
+    ckpt.update(epoch=2, optimizer={"state": {}, "param_groups": []}, **{RESUME_KEY: {"pending": True}})
+    for name in ("last.pt", "best.pt"):
+        torch.save(ckpt, run / "weights" / name)
+    assert not is_finished(run)
+    with pytest.raises(ValueError, match="has finished all 3 epochs, nothing to resume"):
+        check_resumable(run / "weights" / "last.pt")
+    done = train_in(run, "yolov5n-cbam.yaml", 3, tag="[t] ", data="missing.yaml", epochs=3)  # would fail if it trained
+    assert done.folder == run and is_finished(run)
+    for name in ("last.pt", "best.pt"):
+        stripped = load(run / "weights" / name)
+        assert stripped["epoch"] == -1 and stripped["optimizer"] is None and stripped.get(RESUME_KEY) is None

@@ -16,6 +16,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import strip_optimizer
 
 from attention.adapter.safe_load import UnsafeCheckpointError
+from attention.errors import MissingFileError, UserError
 
 RESUME_KEY = "attention_resume"  # last.pt's extra entry: the exact state ultralytics does not keep
 
@@ -62,7 +63,7 @@ def check_resumable(path: str | Path) -> dict[str, Any]:
     """The checkpoint at path if training can resume from it; else a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+        raise MissingFileError(f"--resume: checkpoint not found: {path}")
     try:
         ckpt, _ = tasks.torch_safe_load(path)  # as ultralytics will load it, ULTRALYTICS_SAFE_LOAD included
     except UnsafeCheckpointError:
@@ -70,16 +71,16 @@ def check_resumable(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # a truncated zip, bytes that are no pickle, ...
         cause = e.__cause__ or e  # ultralytics wraps the loader's error in a long TypeError
         detail = str(cause).strip().splitlines()[0].split(". ")[0] if str(cause).strip() else ""  # torch's gist
-        raise ValueError(f"--resume: {path} is not a readable checkpoint (truncated or corrupt?): "
-                         f"{type(cause).__name__}: {detail}") from None
+        raise UserError(f"--resume: {path} is not a readable checkpoint (truncated or corrupt?): "
+                        f"{type(cause).__name__}: {detail}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict) or "epoch" not in ckpt:
-        raise ValueError(f"--resume: {path} is not an ultralytics training checkpoint")
+        raise UserError(f"--resume: {path} is not an ultralytics training checkpoint")
     if ckpt.get("optimizer") is None or ckpt["epoch"] < 0:
-        raise ValueError(f"--resume: {path} is the stripped checkpoint of a finished run, nothing to resume; "
-                         f"start a new run from it with --weights {path}")
+        raise UserError(f"--resume: {path} is the stripped checkpoint of a finished run, nothing to resume; "
+                        f"start a new run from it with --weights {path}")
     epochs = ckpt["train_args"].get("epochs")
     if isinstance(epochs, int) and ckpt["epoch"] + 1 >= epochs:
-        raise ValueError(f"--resume: {path} has finished all {epochs} epochs, nothing to resume")
+        raise UserError(f"--resume: {path} has finished all {epochs} epochs, nothing to resume")
     if not ckpt.get(RESUME_KEY):
         LOGGER.warning(f"--resume: {path} lacks the exact training state (not a last.pt of this project's "
                        "train.py); training resumes from its fp16 EMA weights and will not repeat the "
@@ -131,6 +132,28 @@ def strip_atomically(f: str | Path, s: str = "", updates: dict | None = None) ->
     if ckpt:
         LOGGER.info(f"Optimizer stripped from {target}, {target.stat().st_size / 1e6:.1f}MB")
     return ckpt
+
+
+def finish_if_trained(folder: str | Path) -> bool:
+    """Strip a run whose last epoch was saved but not yet stripped (killed before ultralytics' final step).
+
+    Training is complete there, and nothing is left to resume: what the final step would have done to the
+    checkpoints (drop the optimizer and our resume state) is done here. True if the folder now holds a finished run.
+    """
+    last = Path(folder) / "weights" / "last.pt"
+    if not last.is_file():
+        return False
+    try:
+        ckpt, _ = tasks.torch_safe_load(last)
+    except Exception:
+        return False  # unreadable: the resume path reports it
+    epochs = ckpt.get("train_args", {}).get("epochs") if isinstance(ckpt, dict) else None
+    if not isinstance(epochs, int) or ckpt.get("epoch", -1) < 0 or ckpt["epoch"] + 1 < epochs:
+        return False
+    for f in (last, last.with_name("best.pt")):
+        if f.is_file():
+            strip_atomically(f)
+    return True
 
 
 def is_finished(folder: str | Path) -> bool:

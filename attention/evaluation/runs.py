@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 from attention import cfg as shipped
 from attention.adapter.api import YOLO, increment_path
-from attention.adapter.checkpoints import is_finished
+from attention.adapter.checkpoints import finish_if_trained, is_finished
 from attention.adapter.validator import box_metrics
 from attention.data.prepare import prepare_data
+from attention.errors import UserError
 from attention.evaluation.tables import format_table, model_size, write_table
 from attention.training.job import resume, train
 
@@ -46,10 +47,13 @@ def train_in(folder: Path, cfg: str, seed: int, tag: str = "", **train_args: Any
     if is_finished(folder):
         print(f"{tag}finished earlier, reused ({folder})")
         return Run(variant_of(cfg), seed, folder, 0.0)
+    if finish_if_trained(folder):
+        print(f"{tag}trained to its last epoch earlier, interrupted before the end; finished now ({folder})")
+        return Run(variant_of(cfg), seed, folder, time.perf_counter() - start)
     last = folder / "weights" / "last.pt"
     if last.is_file():
         print(f"{tag}resuming an interrupted run ({folder})")
-        done = resume(last)
+        done = resume(last, device=train_args.get("device"))  # the slot it runs on now, not the one it ran on
     else:
         print(f"{tag}training {train_args.get('epochs', 100)} epochs ({folder})")
         done = train(cfg, seed=seed, project=folder.parent, name=folder.name, exist_ok=True, **train_args)
@@ -62,7 +66,7 @@ def train_several(cfg: Sequence[str], data: str | Path, project: str | Path = "r
     """Train every model YAML with the same data, settings and seed into project/name/<variant>; one table."""
     cfgs = [shipped.model_yaml(c) for c in cfg]
     if len({variant_of(c) for c in cfgs}) < len(cfgs):
-        raise ValueError(f"--cfg names a model twice: {' '.join(map(str, cfg))}")
+        raise UserError(f"--cfg names a model twice: {' '.join(map(str, cfg))}")
     root = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
     rows = []
     for k, c in enumerate(cfgs, 1):

@@ -24,8 +24,10 @@ import cv2
 import numpy as np
 
 from attention.adapter.api import YOLO
+from attention.adapter.validator import DEFAULT_MAX_DET
 from attention.adapter.weights import resolve_weights
 from attention.data.coco_format import image_id
+from attention.errors import MissingFileError, UserError
 
 MERGES = ("GREEDYNMM", "NMM", "NMS")
 METRICS = ("IOS", "IOU")
@@ -45,7 +47,7 @@ def read_bgr(image: str | Path | np.ndarray) -> np.ndarray:
         return image
     img = cv2.imread(str(image))
     if img is None:
-        raise FileNotFoundError(f"image not found or unreadable: {image}")
+        raise MissingFileError(f"image not found or unreadable: {image}")
     return img
 
 
@@ -69,7 +71,8 @@ class SlicedPredictor:
     confidence and per-tile NMS thresholds. merge / match_metric / match_threshold: how sahi merges
     boxes found in several tiles (below a confidence of 0.1 NMS / IOU is used, as sahi itself would
     switch to, so that low-threshold evaluation does not grow boxes by merging). class_agnostic: merge across
-    classes. max_det: keep at most this many boxes after merging.
+    classes. max_det: keep at most this many boxes after merging. batch: how many tiles of one image go through
+    the model together (sahi's batch_size).
     """
 
     model: Any  # checkpoint path or an ultralytics YOLO
@@ -83,20 +86,21 @@ class SlicedPredictor:
     match_threshold: float = 0.5
     class_agnostic: bool = False
     full_image: bool = True
-    max_det: int = 300
+    max_det: int = DEFAULT_MAX_DET  # the detection budget (attention.evaluation.coco)
     device: Any = None
+    batch: int = 1  # tiles of one image that go through the model together (sahi's batch_size)
 
     def __post_init__(self) -> None:
         from sahi import AutoDetectionModel
 
         if int(self.slice_size) < 32:
-            raise ValueError(f"--slice-size must be at least 32 pixels, got {self.slice_size}")
+            raise UserError(f"--slice-size must be at least 32 pixels, got {self.slice_size}")
         if not 0 <= float(self.overlap) < 1:
-            raise ValueError(f"--slice-overlap must be in [0, 1), got {self.overlap}")
+            raise UserError(f"--slice-overlap must be in [0, 1), got {self.overlap}")
         self.merge, self.match_metric = self.merge.upper(), self.match_metric.upper()
         if self.merge not in MERGES or self.match_metric not in METRICS:
-            raise ValueError(f"merge must be one of {MERGES} and match_metric one of {METRICS}, "
-                             f"got {self.merge!r}, {self.match_metric!r}")
+            raise UserError(f"merge must be one of {MERGES} and match_metric one of {METRICS}, "
+                            f"got {self.merge!r}, {self.match_metric!r}")
         if self.conf < 0.1 and self.merge != "NMS":
             # sahi would switch (with a warning per image): merging many low-score boxes grows them
             self.merge, self.match_metric = "NMS", "IOU"
@@ -133,6 +137,7 @@ class SlicedPredictor:
             postprocess_match_threshold=self.match_threshold,
             postprocess_class_agnostic=self.class_agnostic,
             verbose=0,
+            batch_size=max(1, int(self.batch)),
         )
         preds = result.object_prediction_list
         xyxy = np.array([p.bbox.to_xyxy() for p in preds], np.float32).reshape(-1, 4)
@@ -162,7 +167,8 @@ def predict_sliced(
 
 
 def coco_detections(image: Path, pred: Prediction) -> list[dict[str, Any]]:
-    """One image's detections in COCO form (xywh pixels, category = class + 1), as the validator writes them."""
+    """One image's detections in COCO form (xywh pixels, category = class + 1, image id = image_id(image)), as
+    attention.adapter.validator.validate returns them."""
     return [{"image_id": image_id(image), "category_id": int(c) + 1, "score": float(sc),
              "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
             for (x0, y0, x1, y1), sc, c in zip(pred.xyxy, pred.conf, pred.cls)]

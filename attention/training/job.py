@@ -19,6 +19,7 @@ from attention.adapter.weights import load, resolve_weights
 from attention.data.audit import check_data
 from attention.data.listing import class_names, data_dict
 from attention.data.prepare import EMBEDDED_DATA, prepare_data
+from attention.errors import MissingFileError, UserError
 from attention.training.build import starting_model
 
 DEFAULT_MODEL = "yolov5n.yaml"
@@ -44,7 +45,7 @@ def latest_checkpoint(project: str | Path) -> str:
     """The most recently written last.pt under project, for a bare --resume."""
     found = sorted(Path(project).rglob("last.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"--resume: no last.pt under {project}; pass the checkpoint path")
+        raise MissingFileError(f"--resume: no last.pt under {project}; pass the checkpoint path")
     return str(found[-1])
 
 
@@ -58,7 +59,7 @@ def freeze_layers(freeze: Sequence[int | str] | None, model_yaml: dict) -> int |
     try:
         values = [int(x) for x in freeze]
     except ValueError:
-        raise ValueError(f"--freeze takes 'backbone', a layer count or layer indices, got {' '.join(map(str, freeze))}")
+        raise UserError(f"--freeze takes 'backbone', a layer count or layer indices, got {' '.join(map(str, freeze))}")
     return values[0] if len(values) == 1 else values
 
 
@@ -68,12 +69,15 @@ def _finished(trainer: Any) -> Trained:
     return Trained(Path(trainer.save_dir), box_metrics(metrics) if metrics is not None else {}, load(best)[0])
 
 
-def resume(checkpoint: str | Path | bool = True, project: str | Path = "runs/train") -> Trained:
-    """Carry an interrupted run on from its last.pt (the newest under project when checkpoint is True)."""
+def resume(checkpoint: str | Path | bool = True, project: str | Path = "runs/train", device: str | None = None) -> Trained:
+    """Carry an interrupted run on from its last.pt (the newest under project when checkpoint is True).
+
+    device: where to carry it on (ultralytics lets a resume change it); None keeps the checkpoint's own.
+    """
     ckpt = latest_checkpoint(Path(project).resolve()) if checkpoint is True else str(checkpoint)
     check_resumable(ckpt)  # a missing, truncated or finished checkpoint is a one-line error, not a traceback
     model = YOLO(ckpt)
-    model.train(resume=True, trainer=trainer_class())
+    model.train(resume=True, trainer=trainer_class(), **({"device": device} if device is not None else {}))
     return _finished(model.trainer)
 
 
