@@ -1,4 +1,5 @@
-"""A seed determines a run: the same command twice gives the same run, with or without --weights, in train and compare."""
+"""A seed determines a run: the same command twice gives the same run, with or without --weights, in train and in
+compare (run one at a time or two at a time)."""
 
 from __future__ import annotations
 
@@ -71,14 +72,15 @@ def test_the_same_train_command_twice_gives_the_same_run(base, tiny_data, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_same_compare_twice_gives_the_same_runs(base, tiny_data, tmp_path):
-    for name in ("one", "two"):
+def test_the_same_compare_twice_gives_the_same_runs_one_or_two_at_a_time(base, tiny_data, tmp_path):
+    for name, jobs in (("one", "1"), ("two", "2")):  # in this process, then each run in a pinned worker process
         proc = subprocess.run([sys.executable, "-m", "attention", "compare", "--cfg", "yolov5n.yaml", "yolov5n-se.yaml",
                                "--weights", str(base), "--attn-init", "identity", "--seeds", "1", "--epochs", "1",
                                "--data", str(tiny_data), "--img", "160", "--batch-size", "8", "--workers", "0",
-                               "--project", str(tmp_path / "runs"), "--name", name], cwd=tmp_path, env=ENV,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+                               "--project", str(tmp_path / "runs"), "--name", name, "--jobs", jobs], cwd=tmp_path,
+                              env=ENV, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("at once on this machine" in proc.stdout) == (jobs == "2")
     for variant in ("yolov5n", "yolov5n-se"):
         one = tmp_path / "runs" / "one" / variant / "seed0"
         two = tmp_path / "runs" / "two" / variant / "seed0"
