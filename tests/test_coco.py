@@ -310,6 +310,27 @@ def test_category_ids_match_whatever_class_map_the_release_writes(scoring_data, 
     assert sorted(map(key, found["coco.yaml"])) == sorted(map(key, found["plain.yaml"]))
 
 
+def test_validation_runs_no_second_coco_evaluation(scoring_data, model14, tmp_path, monkeypatch):
+    # ultralytics' own COCO evaluation reads 100 detections per image (and on a COCO-named list replaces the
+    # validator's mAP with its own): ours is the one evaluation, at the budget asked for
+    import importlib
+
+    from attention.adapter.validator import validate
+
+    summaries = []
+    for module, cls in (("pycocotools.cocoeval", "COCOeval"), ("faster_coco_eval", "COCOeval_faster")):
+        try:
+            monkeypatch.setattr(getattr(importlib.import_module(module), cls), "summarize",
+                                lambda self: summaries.append(cls))
+        except ImportError:
+            pass
+    root, _ = scoring_data
+    for name in ("coco.yaml", "plain.yaml"):
+        validate(model14, str(root / name), "val", tmp_path / name, imgsz=128, batch=4, conf=0.0, iou=0.6,
+                 plots=False, verbose=False, max_det=5)
+    assert summaries == []
+
+
 def test_files_with_one_stem_stay_separate_images(scoring_data, model14, tmp_path):
     from attention.adapter.validator import validate
 

@@ -133,6 +133,9 @@ PREDICTION_IDS = {
     "max_det": "a max_det left at its default (300) is raised to the most labels in one image of the split, by "
                "DetectionValidator._check_max_det in init_metrics (seen on 8.4.190, not on 8.3.5); ScoringValidator "
                "makes that a no-op and puts back the budget it was given",
+    "eval_json": "eval_json(stats) -> stats runs ultralytics' own COCO evaluation after the metrics, at maxDets 100: "
+                 "for any split with save_json (faster-coco-eval, seen on 8.4.190), for a COCO-named list only (seen on "
+                 "8.3.5); ScoringValidator returns stats unchanged",
 }
 
 
