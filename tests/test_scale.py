@@ -72,9 +72,10 @@ def test_two_runs_at_a_time_give_the_sequential_numbers_even_when_a_worker_dies(
     assert found.keys() == expected.keys() and len([k for k in found if k.endswith("results.csv")]) == 2
     assert found == expected
     assert "resuming an interrupted run" in (run / "run.log").read_text()
-    for variant in ("yolov5n", "yolov5n-se"):  # a run away from the console logs to its folder
+    for variant in ("yolov5n", "yolov5n-se"):  # a run away from the console logs to its folder, every attempt kept
         log = (root / variant / "seed0" / "run.log").read_text()
-        assert log.count(f"training {EPOCHS} epochs") == 1 and "scoring full 64" in log
+        # the pool neighbour, if still training when the worker died, is started again: its log holds both attempts
+        assert log.count(f"training {EPOCHS} epochs") >= 1 and "scoring full 64" in log
         assert json.loads((root / variant / "seed0" / "status.json").read_text())["state"] == "done"
 
     again = run_compare(compare_args(tiny_data, project, "jobs2") + ["--jobs", "2"], cwd=project)
