@@ -58,7 +58,8 @@ class ScoringValidator(DetectionValidator):
     def eval_json(self, stats: dict) -> dict:
         """No second COCO evaluation: ours (attention/evaluation/coco.py) scores at the budget asked for, while
         ultralytics' (every split on 8.4.x, COCO-named lists on 8.3.x) reads 100 detections per image and, for a
-        COCO-named list, writes its own AP over the P, R and mAP that the tables take from the validator."""
+        COCO-named list, writes its own AP over the P, R and mAP that the tables take from the validator (8.4.x also
+        asks pip for faster-coco-eval where it is missing: nothing may download at run time)."""
         return stats
 
     def pred_to_json(self, predn: Any, where: Any) -> None:
