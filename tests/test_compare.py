@@ -1,4 +1,5 @@
-"""The comparison runner: levers paired by seed, intervals, verdicts with a margin, the closing line, reuse, resume."""
+"""The comparison runner: levers paired by seed, intervals shared among levers, verdicts read off them, the closing
+line, seeds to resolve, reuse, resume."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import pytest
 
 from attention.evaluation.compare import default_metric, parse_infer
 from attention.evaluation.sequential import Plan
-from attention.evaluation.stats import seeds_needed
+from attention.evaluation.stats import power, seeds_needed
 from attention.evaluation.summary import SEEDS_COLUMN, closing_line, how_to_read, plan_seeds, summarize
 
 ENV = {**os.environ, "YOLO_OFFLINE": "1"}
 FULL, SLICED = ("full", 160), ("sliced", 96)
-T2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # t(0.975, 2 df) in closed form: 4.3027
+T3 = 7.6488  # t(2 df) at 1 - 0.05 / (2 * 3), tables: 3 levers share the 5% (Bonferroni), each interval at 98.33%
 NOISE = {"base": (0.002, -0.001, -0.001, 0.0, 0.001, -0.002), "cbam": (-0.001, 0.003, 0.0, 0.002, -0.002, 0.001)}
 
 
@@ -39,7 +40,7 @@ LEVERS = [("base", FULL), ("base", SLICED), ("cbam", FULL), ("cbam", SLICED)]
 NAMES = {lv: f"{lv[0]}, {lv[1][0]}" for lv in LEVERS}
 SIZES = {"base": {"params(M)": 1.0}, "cbam": {"params(M)": 1.1}}
 LATENCY = {("base", FULL): 10.0, ("base", SLICED): 30.0, ("cbam", FULL): 12.0, ("cbam", SLICED): 33.0}
-DELTA = "ΔAP_small [95% CI]"
+DELTA = "ΔAP_small [98.3% CI]"  # 3 levers: each interval at 1 - 5% / 3
 
 
 def diffs_of(scores, lever, seeds=(0, 1, 2)):
@@ -56,14 +57,15 @@ def test_rows_show_the_interval_the_verdict_and_the_seeds_for_80_percent_power()
     assert rows[0]["AP_large"] == "n/a"  # no ground truth of that size: not -1.000 ± 0.000
     for row, lever in zip(rows[1:], LEVERS[1:]):
         d = diffs_of(scores, lever)
-        half = T2 * statistics.stdev(d) / math.sqrt(3)
+        half = T3 * statistics.stdev(d) / math.sqrt(3)
         mean = statistics.fmean(d)
         assert row[DELTA] == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
     assert rows[1]["verdict"] == "better, by more than 0.010" and rows[1][SEEDS_COLUMN] == ""
     assert rows[2]["verdict"] == "equivalent, within ±0.010"  # +0.004 on every seed, give or take 0.001
     d = diffs_of(scores, LEVERS[3])  # +0.012 with spread: might matter, 3 seeds cannot say
     assert rows[3]["verdict"] == "undecided"
-    assert rows[3][SEEDS_COLUMN] == f"~{seeds_needed(statistics.fmean(d), statistics.stdev(d), 0.01, start=4)}"
+    need = seeds_needed(statistics.fmean(d), statistics.stdev(d), 0.01, 0.05 / 3, start=4)  # at the shared level
+    assert rows[3][SEEDS_COLUMN] == f"~{need}" and need > seeds_needed(statistics.fmean(d), statistics.stdev(d), 0.01)
     assert [lv.verdict.kind for lv in stats[1:]] == ["better", "equivalent", "undecided"] and stats[0].baseline
 
 
@@ -73,10 +75,38 @@ def test_the_closing_line_names_the_cheapest_better_lever_and_the_margin():
     rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
     line = closing_line(stats, "AP_small", 3, LATENCY[LEVERS[0]])
     d = diffs_of(scores, LEVERS[2])
-    mean, half = statistics.fmean(d), T2 * statistics.stdev(d) / math.sqrt(3)
-    assert line == ("Cheapest lever better than the baseline on AP_small by more than the ±0.010 margin: cbam, full, "
+    mean, half = statistics.fmean(d), T3 * statistics.stdev(d) / math.sqrt(3)
+    assert line == ("Cheapest lever better than the baseline on AP_small by more than the ±0.010 margin (its whole "
+                    "interval lies above +0.010): cbam, full, "
                     f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] over 3 seeds, at 12 ms per image "
                     "(1.20x the baseline's).")
+    assert mean - half > 0.01
+
+
+def test_the_closing_line_never_claims_more_than_the_verdict_it_rests_on():
+    # CBAM full +0.011 with spread: better, but its interval reaches under the margin; sliced +0.05: by more than it
+    scores = scores_with({LEVERS[0]: 0, LEVERS[1]: 0.05, LEVERS[2]: 0.011, LEVERS[3]: -0.2})
+    for s in range(3):  # widen CBAM full's spread so its interval reaches into the band but stays above 0
+        scores[("cbam", FULL, s)]["AP_small"] += (-0.0015, 0.0, 0.0015)[s]
+    rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
+    small, clear = stats[2].verdict, stats[1].verdict
+    assert small.kind == clear.kind == "better" and clear.beyond and not small.beyond and 0 < small.low < 0.01
+    assert rows[2]["verdict"] == f"better; gain between {small.low:+.3f} and {small.high:+.3f}"
+    line = closing_line(stats, "AP_small", 3, LATENCY[LEVERS[0]])
+    assert line.startswith("Cheapest lever better than the baseline on AP_small by more than the ±0.010 margin (its "
+                           "whole interval lies above +0.010): base, sliced, ")
+    assert line.endswith(f"Cheaper, better by a gain that may be under the margin: cbam, full, gain between "
+                         f"{small.low:+.3f} and {small.high:+.3f}, at 12 ms per image (1.20x the baseline's).")
+    # Without the clear one, the line rests on the small gain and says so
+    del scores[("base", SLICED, 0)], scores[("base", SLICED, 1)], scores[("base", SLICED, 2)]
+    levers = [lv for lv in LEVERS if lv != ("base", SLICED)]
+    _, stats = summarize(levers, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
+    v = stats[1].verdict
+    assert v.kind == "better" and not v.beyond
+    assert closing_line(stats, "AP_small") == (
+        "Cheapest lever better than the baseline on AP_small (its interval lies above 0 but reaches under +0.010: "
+        f"the gain may be under the ±0.010 margin): cbam, full, gain between {v.low:+.3f} and {v.high:+.3f} over 3 "
+        "seeds, at 12 ms per image (1.20x the baseline's).")
 
 
 def test_without_a_better_lever_the_closing_line_says_what_each_is():
@@ -84,28 +114,29 @@ def test_without_a_better_lever_the_closing_line_says_what_each_is():
     rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
     line = closing_line(stats, "AP_small", 3, LATENCY[LEVERS[0]])
     need = stats[3].seeds_needed
-    assert line == ("No lever is better than the baseline on AP_small by more than the ±0.010 margin over 3 seeds. "
-                    "Equivalent within ±0.010: cbam, full. Worse: base, sliced. "
+    assert line == ("No lever is shown better than the baseline on AP_small over 3 seeds. "
+                    "Equivalent within ±0.010: cbam, full. Worse by more than 0.010: base, sliced. "
                     f"Undecided (seeds for 80% power): cbam, sliced (~{need}).")
-    # With no margin the same consistent, negligible difference is "better", and the line says so
-    _, strict = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES, margin=0.0)
-    assert strict[2].verdict.kind == "better"
-    assert closing_line(strict, "AP_small").startswith("Cheapest lever better than the baseline on AP_small by more "
-                                                       "than the ±0.000 margin: cbam, full, +0.002 [")
-    assert "margin ±0.010" in how_to_read("AP_small", 0.01) and "80%" in how_to_read("AP_small", 0.01)
+    # With no margin the same consistent, negligible difference is "better" (judged alone), and the line says so
+    _, strict = summarize(LEVERS[::2], [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES, margin=0.0)
+    assert strict[1].verdict.kind == "better"
+    assert closing_line(strict, "AP_small").startswith("Cheapest lever better than the baseline on AP_small (its "
+                                                       "interval lies above 0): cbam, full, gain between +0.00")
+    text = how_to_read("AP_small", 0.01, levers=3)
+    assert "margin ±0.010" in text and "80%" in text and "3 levers (each interval at 98.3%)" in text
 
 
 def test_empty_bins_nan_scores_and_one_seed_get_defined_answers():
     scores = scores_with({lv: 0.02 * k for k, lv in enumerate(LEVERS)})
     rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_large", SIZES, LATENCY, NAMES)  # -1 everywhere
-    assert all(r["ΔAP_large [95% CI]"] == "n/a" and r["verdict"] == "n/a: no objects of that size in the split"
+    assert all(r["ΔAP_large [98.3% CI]"] == "n/a" and r["verdict"] == "n/a: no objects of that size in the split"
                for r in rows[1:])
     assert closing_line(stats, "AP_large", 3, 10.0).startswith("No lever could be compared on AP_large")
 
     scores[("cbam", SLICED, 1)]["AP_small"] = math.nan  # one run without a score
     rows, stats = summarize(LEVERS, [0, 1, 2], scores, "AP_small", SIZES, LATENCY, NAMES)
     kept = [diffs_of(scores, LEVERS[3])[s] for s in (0, 2)]
-    mean, half = statistics.fmean(kept), 12.706 * statistics.stdev(kept) / math.sqrt(2)  # t(0.975, 1 df)
+    mean, half = statistics.fmean(kept), 38.19 * statistics.stdev(kept) / math.sqrt(2)  # t(1 df) at 98.33%
     assert rows[3][DELTA] == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
     assert rows[3]["verdict"].endswith("; seed 1 left out (no score)") and stats[3].verdict.n == 2
     assert rows[3]["AP_small"].endswith("(2 of 3 seeds)")
@@ -124,9 +155,25 @@ def test_with_a_plan_levers_are_judged_at_their_look_and_variants_get_the_seeds_
     wants = plan_seeds(LEVERS, [0, 1, 2], scores, "AP_small", plan)
     assert set(wants) == {"base", "cbam"} and wants["base"] == max(wants.values()) and wants["base"] in (6, 10)
     rows, stats = summarize(LEVERS, list(range(6)), scores, "AP_small", SIZES, LATENCY, NAMES, plan=plan)
-    assert "ΔAP_small [98.7% CI]" in rows[0]  # every lever at the look of 6 seeds: alpha 0.0135
+    assert "ΔAP_small [99.6% CI]" in rows[0]  # every lever at the look of 6 seeds: alpha 0.0135 / 3 levers
     assert all(lv.verdict.n == 6 for lv in stats[1:]) and stats[1].verdict.kind == "better"
-    assert "Bonferroni" in how_to_read("AP_small", 0.01, plan)
+    assert "Bonferroni over the looks and the 3 levers" in how_to_read("AP_small", 0.01, plan, levers=3)
+
+
+def test_seeds_to_resolve_is_the_count_for_80_percent_power_or_beyond_the_cap_never_the_cap_itself():
+    # cbam, sliced: +0.006 with a spread that 10 seeds cannot resolve at 80%; the plan still runs it to the cap
+    scores = scores_with({LEVERS[0]: 0, LEVERS[1]: 0.05, LEVERS[2]: 0.0005, LEVERS[3]: 0.004}, seeds=range(6))
+    plan = Plan(3, 10, margin=0.01)
+    rows, stats = summarize(LEVERS, list(range(6)), scores, "AP_small", SIZES, LATENCY, NAMES, plan=plan)
+    v = stats[3].verdict
+    assert v.kind == "undecided" and v.n == 6
+    assert power(v.mean, v.sd, 10, 0.01, plan.alpha_at(10) / 3) < 0.8  # the cap's look falls short
+    fixed = seeds_needed(v.mean, v.sd, 0.01, 0.05 / 3, start=11)  # what a comparison of fixed seeds would need
+    assert fixed and rows[3][SEEDS_COLUMN] == f"> 10 (cap); ~{fixed}"
+    line = closing_line([stats[0], stats[2], stats[3]], "AP_small")  # without the better lever: what each is
+    assert line.endswith(f"Undecided (seeds for 80% power): cbam, sliced (more than the cap of 10: ~{fixed} as "
+                         "fixed seeds).")
+    assert plan_seeds(LEVERS, list(range(6)), scores, "AP_small", plan)["cbam"] == 10  # the cap, as the user set it
 
 
 def test_metric_and_modes_are_checked():

@@ -43,8 +43,10 @@ def test_the_forest_plot_shows_each_row_of_the_table(table, tmp_path):
     drawn = bars_of(ax)
     assert set(drawn) == {r["lever"] for r in rows[1:]}
     ticks = [t.get_text() for t in ax.get_yticklabels()]
+    delta = next(k for k in rows[0] if k.startswith("ΔAP_small ["))
+    assert delta == "ΔAP_small [98.8% CI]"  # 4 levers share the 5%: each interval at 98.75%, the verdicts' own
     for row in rows[1:]:
-        mean, low, high = map(float, re.findall(NUMBER, row["ΔAP_small [95% CI]"]))
+        mean, low, high = map(float, re.findall(NUMBER, row[delta]))
         line, _, (segments,) = drawn[row["lever"]].lines
         (x0, y0), (x1, y1) = segments.get_segments()[0]
         assert line.get_xdata()[0] == pytest.approx(mean, abs=5e-4) and (x0, x1) == pytest.approx((low, high), abs=5e-4)
@@ -52,8 +54,28 @@ def test_the_forest_plot_shows_each_row_of_the_table(table, tmp_path):
     band = [p for p in ax.patches if _x_extent(p) == pytest.approx((-0.01, 0.01))]
     assert len(band) == 1
     assert any(list(ln.get_xdata()) == [0, 0] for ln in ax.get_lines())  # the zero line
-    assert "AP_small" in ax.get_xlabel() and "95% interval" in ax.get_xlabel()
+    assert "AP_small" in ax.get_xlabel() and "98.8% interval, Bonferroni over 4 levers" in ax.get_xlabel()
     assert (tmp_path / "forest.png").stat().st_size > 10_000
+
+
+def test_the_verdict_words_beside_each_row_and_in_the_legend_say_its_strength(tmp_path):
+    # p2 +0.013 with a spread that leaves its interval above 0 but into the band: better, maybe by less than 0.010
+    effect = {("base", F): 0.0, ("cbam", F): 0.05, ("p2", F): 0.013}
+    spread = {("base", F): (0.0, 0.0, 0.0), ("cbam", F): (0.001, -0.001, 0.0), ("p2", F): (-0.002, 0.0, 0.002)}
+    levers = list(effect)
+    small = {(*lv, s): {"AP": 0.3, "AP50": 0.6, "AP_small": 0.3 + 0.05 * s + effect[lv] + spread[lv][s]}
+             for lv in levers for s in range(3)}
+    rows, stats = summarize(levers, [0, 1, 2], small, "AP_small", SIZES, LATENCY, NAMES, margin=0.01)
+    assert [lv.verdict.shade for lv in stats[1:]] == ["better", "better-small"]
+    ax = forest_plot(stats, "AP_small").axes[0]
+    words = [t.get_text() for t in ax.texts]
+    assert words == [f"{lv.verdict.interval()}  {w}" for lv, w in
+                     zip(stats[1:], ("better by > 0.010", "better, maybe by < 0.010"))]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["better by > 0.010", "better, maybe by < 0.010", "±0.010: equivalent"]
+    drawn = bars_of(ax)
+    strong, weak = (drawn[lv.name].lines[0].get_color() for lv in stats[1:])
+    assert strong != weak  # told apart by colour too
 
 
 def _x_extent(patch):

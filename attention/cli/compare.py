@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-HELP = "compare levers (variants x ways of inferring) over seeds: paired 95%% intervals against the baseline"
+HELP = "compare levers (variants x ways of inferring) over seeds: paired intervals against the baseline, 95%% jointly"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -173,7 +173,8 @@ def compare(experiment: Experiment | None = None, **settings: Any) -> list[dict[
     write_table(rows, root / "summary")
     comparison_plot(stats, metric, root / "compare.png", margin=margin)
     verdict = closing_line(stats, metric, len(seeds), latency[levers[0]], margin=margin)
-    notes = (f"{how_to_read(metric, margin, plan)}\nDetection budget: {budget_note(max_det)}, the prediction cap "
+    reading = how_to_read(metric, margin, plan, levers=len(levers) - 1)
+    notes = (f"{reading}\nDetection budget: {budget_note(max_det)}, the prediction cap "
              f"and COCO's maxDets alike.{' ' + crowded if crowded else ''}\nFigure: {root / 'compare.png'}")
     (root / "summary.md").write_text((root / "summary.md").read_text() + f"\n{notes}\n\n{verdict}\n")
     how = f"fine-tuned from {'the given base' if exp.weights else 'one base'}" if exp.finetune or exp.weights \

@@ -19,13 +19,23 @@ from matplotlib.patches import Patch
 from attention.evaluation.stats import margin_text
 from attention.evaluation.summary import Lever
 
-COLORS = {"better": "#1a9850", "worse": "#d73027", "equivalent": "#4575b4", "undecided": "#f28e2b",
-          "n/a": "#999999", "baseline": "#000000"}
+# better/worse by more than the margin in full colour; by an amount the interval leaves possibly under it, paler
+COLORS = {"better": "#1a9850", "better-small": "#91cf60", "worse": "#d73027", "worse-small": "#fc8d59",
+          "equivalent": "#4575b4", "undecided": "#8c6bb1", "n/a": "#999999", "baseline": "#000000"}
 BAND = "#d9d9d9"
 
 
 def _kind(lv: Lever) -> str:
-    return "baseline" if lv.baseline or lv.verdict is None else lv.verdict.kind
+    """The lever's colour key: 'baseline', or its verdict's shade ('better', 'better-small', 'equivalent', ...)."""
+    return "baseline" if lv.baseline or lv.verdict is None else lv.verdict.shade
+
+
+def _legend_words(kind: str, margin: float) -> str:
+    """A verdict shade in the legend's words: 'better by > 0.010', 'better, maybe by < 0.010', 'undecided'."""
+    verdict, _, small = kind.partition("-")
+    if verdict not in ("better", "worse") or margin <= 0:
+        return verdict
+    return f"{verdict}, maybe by < {margin_text(margin)}" if small else f"{verdict} by > {margin_text(margin)}"
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
@@ -37,7 +47,9 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
 
 def forest(ax: Axes, levers: Sequence[Lever], metric: str, margin: float | None = None) -> None:
     """Each lever's mean difference to the baseline with its interval (top to bottom in table order), the ±margin
-    band shaded and a line at zero. A one-seed lever is a hollow point (no interval); an n/a lever reads 'n/a'."""
+    band shaded and a line at zero. The intervals are the verdicts' own (at 1 - alpha / K for K levers), coloured by
+    verdict, paler where better/worse may be by less than the margin. A one-seed lever is a hollow point (no
+    interval); an n/a lever reads 'n/a'."""
     rows = [lv for lv in levers if _kind(lv) != "baseline"]
     base = next((lv.name for lv in levers if _kind(lv) == "baseline"), "the baseline")
     judged = [lv for lv in rows if lv.verdict.kind != "n/a"]
@@ -56,23 +68,26 @@ def forest(ax: Axes, levers: Sequence[Lever], metric: str, margin: float | None 
             ax.errorbar([v.mean], [y], xerr=[[v.mean - v.low], [v.high - v.mean]], fmt="o", color=color,
                         ms=6, capsize=4, lw=1.8, label=lv.name)
         # the numbers beside each row, as a forest plot's right-hand column: readable whatever the x scale
-        words = f"n/a: {v.note}" if v.kind == "n/a" else f"{v.interval()}  {v.kind}"
+        words = f"n/a: {v.note}" if v.kind == "n/a" else f"{v.interval()}  {_legend_words(v.shade, v.margin)}"
         ax.annotate(words, (1.01, y), xycoords=("axes fraction", "data"), va="center",
                     fontsize=7, color=color)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([lv.name for lv in reversed(rows)], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     levels = sorted({v.level for v in (lv.verdict for lv in judged) if not math.isnan(v.low)})
-    level = (f"mean and {100 * levels[0]:.3g}% interval" if len(levels) == 1 else
-             "mean and interval at each lever's look" if levels else
+    family = max((lv.verdict.family for lv in rows), default=1)
+    shared = f", Bonferroni over {family} levers" if family > 1 else ""
+    level = (f"mean and {100 * levels[0]:.3g}% interval{shared}" if len(levels) == 1 else
+             f"mean and interval at each lever's look{shared}" if levels else
              "mean; no interval from one seed" if judged else "no scores to compare")
     if not judged:
         ax.set_xlim(-3 * (margin or 0.01), 3 * (margin or 0.01))  # zero in the middle, the band visible
     ax.set_xlabel(f"Δ {metric} to {base} ({level})")
     ax.set_title(f"Difference to the baseline on {metric}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    kinds = [k for k in ("better", "worse", "equivalent", "undecided") if any(lv.verdict.kind == k for lv in judged)]
-    handles = [Line2D([], [], marker="o", ls="", color=COLORS[k], label=k) for k in kinds]
+    order = ("better", "better-small", "worse", "worse-small", "equivalent", "undecided")
+    kinds = [k for k in order if any(_kind(lv) == k for lv in judged)]
+    handles = [Line2D([], [], marker="o", ls="", color=COLORS[k], label=_legend_words(k, margin)) for k in kinds]
     if margin > 0:
         handles.append(Patch(color=BAND, label=f"±{margin_text(margin)}: equivalent"))
     if handles:
@@ -109,8 +124,9 @@ def frontier(ax: Axes, levers: Sequence[Lever], metric: str) -> None:
     ax.set_title(f"{metric} against cost", fontsize=10)
     ax.grid(alpha=0.3)
     kinds = [k for k in COLORS if k != "baseline" and any(_kind(lv) == k for lv in shown)]
+    margin = next((lv.verdict.margin for lv in shown if lv.verdict is not None), 0.0)
     handles = [Line2D([], [], marker="*", ms=10, ls="", color=COLORS["baseline"], label="baseline")] if shown else []
-    handles += [Line2D([], [], marker="o", ls="", color=COLORS[k], label=k) for k in kinds]
+    handles += [Line2D([], [], marker="o", ls="", color=COLORS[k], label=_legend_words(k, margin)) for k in kinds]
     if len(front) > 1:
         handles.append(Line2D([], [], ls="--", color="0.5", label="cost frontier:\nnothing cheaper\nscores higher"))
     if handles:  # beside the axes: error bars reach anywhere inside them
