@@ -13,6 +13,7 @@ import yaml
 from attention.adapter.api import DetectionModel
 from attention.blocks.gate import IdentityGate, unwrap
 from attention.blocks.registry import is_block
+from attention.errors import UserError
 from attention.training import variants
 from attention.training.build import build, starting_model
 from attention.training.job import train
@@ -56,7 +57,8 @@ def test_specs_survive_bash_unquoted_and_make_file_names(tmp_path):
     specs.append("yolov5n+SE@backbone+ECA,1,2@sppf+CBAM@c3+nwd,ratio=0.5,c=auto,assigner")
     script = "printf '%s\\n' " + " ".join(specs)  # unquoted, as a user types them
     for shell in (["bash", "-c", script], ["bash", "-O", "extglob", "-O", "nullglob", "-c", script],
-                  *([["zsh", "-c", script]] if shutil.which("zsh") else [])):
+                  *([["zsh", "-f", "-c", script], ["zsh", "-f", "-c", f"setopt extendedglob kshglob; {script}"]]
+                    if shutil.which("zsh") else [])):
         out = subprocess.run(shell, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
         assert out.split("\n")[:-1] == specs, shell
     for spec in specs:
@@ -100,6 +102,14 @@ def test_an_impossible_spec_stops_with_one_line_naming_it(spec, message):
     with pytest.raises(SpecError) as e:
         variants.model_yaml(spec)
     assert str(e.value).startswith(f"--cfg {spec}: {message}") and "\n" not in str(e.value)
+
+
+def test_a_block_argument_the_block_refuses_stops_when_the_spec_is_resolved():
+    with pytest.raises(UserError) as e:  # the parser's own line, naming the generated YAML's row
+        variants.model_yaml("yolov5n+ShuffleAttention,7@neck")
+    assert str(e.value).startswith("row 24 of yolov5n+ShuffleAttention,7@neck.yaml (scale n): ShuffleAttention[7] "
+                                   "cannot be built on 64 channels: ShuffleAttention: channels 64 must be divisible "
+                                   "by 2*G = 14 (G=7 groups).") and "\n" not in str(e.value)
 
 
 def test_a_role_the_base_lacks_is_named_with_what_it_has(write_yaml):

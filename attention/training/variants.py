@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 import yaml
 
 from attention import cfg as shipped
+from attention.adapter.api import DetectionModel
 from attention.adapter.model_files import read_model_yaml, scale_in_name
 from attention.adapter.parser import how_to_write
 from attention.blocks.registry import available, spec
@@ -383,11 +385,13 @@ def generate(cfg: str | Path | Variant) -> dict:
 
 def model_yaml(cfg: str | Path) -> str:
     """A --cfg value as a run takes it: a model YAML as attention.cfg.model_yaml gives it, or a spec in its canonical
-    form, checked here (generated once) so that a wrong spec stops before anything trains."""
+    form, checked here (generated and built once) so that a wrong spec stops before anything trains: a block argument
+    the block refuses (SE,0) stops with the parser's line naming the generated row."""
     if not is_spec(cfg):
         return shipped.model_yaml(cfg)
     v = parse(cfg)
-    _generate(v, str(cfg))
+    with torch.random.fork_rng(devices=[]):  # the check draws nothing from the run's random numbers
+        DetectionModel(_generate(v, str(cfg))[0], verbose=False)
     return str(v)
 
 
