@@ -33,3 +33,14 @@ def install() -> None:
 
     check_yaml._attention_hook = True
     tasks.check_yaml = check_yaml
+
+
+def read_model_yaml(name: str | Path) -> dict:
+    """The model dict ultralytics builds from a --cfg value: the file its lookup finds (ours included), with
+    'scale' read from the name as written and 'yaml_file' the name. Variant specs start from it (training.variants)."""
+    return tasks.yaml_model_load(name)
+
+
+def scale_in_name(name: str | Path) -> str:
+    """The scale letter ultralytics reads from a model YAML's file name (yolov5s+SE@sppf.yaml -> 's'), '' if none."""
+    return tasks.guess_model_scale(name)

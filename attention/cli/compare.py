@@ -11,7 +11,8 @@ HELP = "compare levers (variants x ways of inferring) over seeds: paired interva
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", nargs="?", help="experiment YAML (e.g. compare-n.yaml); flags override it")
-    p.add_argument("--cfg", nargs="+", help="model YAMLs, the baseline first")
+    p.add_argument("--cfg", nargs="+", help="model YAMLs or variant specs (yolov5s+CBAM@neck, yolov5n+nwd: "
+                   "docs/placements.md), the baseline first")
     p.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...), default 3")
     p.add_argument("--epochs", type=int)
     p.add_argument("--data")

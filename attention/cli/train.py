@@ -10,8 +10,9 @@ HELP = "train or fine-tune model YAMLs (several: trained alike and tabulated), o
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cfg", nargs="+", help="model YAML(s), e.g. yolov5s-cbam.yaml (default: yolov5n.yaml, or the "
-                   "architecture of --weights); several are trained alike and compared")
+    p.add_argument("--cfg", nargs="+", help="model YAML(s), e.g. yolov5s-cbam.yaml, or variant specs, e.g. "
+                   "yolov5s+CBAM@neck (docs/placements.md) (default: yolov5n.yaml, or the architecture of --weights); "
+                   "several are trained alike and compared")
     p.add_argument("--weights", default="", help="initial weights (a .pt checkpoint, or a release name such as "
                    "yolov5su.pt, downloaded when online), default: none")
     p.add_argument("--data", default=EMBEDDED_DATA, help="dataset YAML, default: the embedded tiny-objects set")

@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from attention import cfg as shipped
 from attention.adapter.api import YOLO
 from attention.adapter.weights import resolve_weights
 from attention.data.coco_format import yolo_to_coco
@@ -46,6 +45,7 @@ from attention.evaluation.sequential import Plan
 from attention.evaluation.stats import DEFAULT_MARGIN
 from attention.evaluation.summary import closing_line, how_to_read, plan_seeds, summarize
 from attention.evaluation.tables import format_table, write_table
+from attention.training import variants
 
 __all__ = ["RUN_SETTINGS", "Experiment", "compare", "parse_infer"]
 
@@ -136,7 +136,7 @@ def compare(experiment: Experiment | None = None, **settings: Any) -> list[dict[
     Takes an Experiment or its fields as keyword arguments (cfg=[...], seeds=3, ...).
     """
     exp = experiment if experiment is not None else Experiment.from_mapping(settings)
-    cfgs = [shipped.model_yaml(c) for c in exp.cfg]
+    cfgs = [variants.model_yaml(c) for c in exp.cfg]  # a spec (yolov5s+CBAM@neck) checked here
     if len({variant_of(c) for c in cfgs}) < len(cfgs):
         raise UserError(f"--cfg names a model twice: {' '.join(map(str, exp.cfg))}")
     modes = parse_infer(exp.infer, exp.imgsz)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from attention import cfg as shipped
 from attention.adapter.api import YOLO, increment_path
 from attention.adapter.checkpoints import finish_if_trained, is_finished
 from attention.adapter.validator import box_metrics
 from attention.data.prepare import prepare_data
 from attention.errors import UserError
 from attention.evaluation.tables import format_table, model_size, write_table
+from attention.training import variants
 from attention.training.job import resume, train
 
 
@@ -37,7 +37,8 @@ class Run:
 
 
 def variant_of(cfg: str | Path) -> str:
-    return Path(str(cfg)).stem
+    """The variant's name: its YAML's file name without .yaml, or a spec's canonical name (yolov5s+CBAM@neck)."""
+    return variants.name_of(cfg)
 
 
 def train_in(folder: Path, cfg: str, seed: int, tag: str = "", **train_args: Any) -> Run:
@@ -64,7 +65,7 @@ def train_several(cfg: Sequence[str], data: str | Path, project: str | Path = "r
                   exist_ok: bool = False, seed: int = 0, imgsz: int = 640, batch_size: int = 16,
                   **train_args: Any) -> list[dict[str, Any]]:
     """Train every model YAML with the same data, settings and seed into project/name/<variant>; one table."""
-    cfgs = [shipped.model_yaml(c) for c in cfg]
+    cfgs = [variants.model_yaml(c) for c in cfg]
     if len({variant_of(c) for c in cfgs}) < len(cfgs):
         raise UserError(f"--cfg names a model twice: {' '.join(map(str, cfg))}")
     root = increment_path(Path(project).resolve() / name, exist_ok=exist_ok)

@@ -17,6 +17,7 @@ from attention.adapter.weights import load
 from attention.blocks.gate import INITS, gate_blocks, has_gate
 from attention.errors import UserError
 from attention.training.transfer import TransferReport, transfer
+from attention.training.variants import model_dict
 
 
 @contextlib.contextmanager
@@ -28,11 +29,12 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def build(cfg: str | dict, nc: int | None = None, seed: int = 0, attn_init: str = "paper") -> DetectionModel:
-    """DetectionModel of a model YAML (name, path or dict) with nc classes, its blocks gated if attn_init says so."""
+    """DetectionModel of a model YAML (name, path, dict, or a variant spec such as yolov5s+CBAM@neck) with nc classes,
+    its blocks gated if attn_init says so."""
     if attn_init not in INITS:
         raise UserError(f"--attn-init must be one of {', '.join(INITS)}, got {attn_init!r}")
     with seeded(seed):
-        model = DetectionModel(cfg, nc=nc, verbose=False)
+        model = DetectionModel(model_dict(cfg), nc=nc, verbose=False)
     if attn_init == "identity":
         gate_blocks(model.model)
     return model

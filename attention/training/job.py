@@ -20,6 +20,7 @@ from attention.data.audit import check_data
 from attention.data.listing import class_names, data_dict
 from attention.data.prepare import EMBEDDED_DATA, prepare_data
 from attention.errors import MissingFileError, UserError
+from attention.training import variants
 from attention.training.build import starting_model
 
 DEFAULT_MODEL = "yolov5n.yaml"
@@ -105,7 +106,7 @@ def train(
     (transfer.txt in the run folder). The same arguments give the same run: see attention.training.build.
     """
     weights = resolve_weights(weights) if weights else None
-    model_name = shipped.model_yaml(cfg) if cfg else None if weights else DEFAULT_MODEL
+    model_name = variants.model_yaml(cfg) if cfg else None if weights else DEFAULT_MODEL  # or a spec: yolov5s+SE@sppf
     settings = load_hyp(hyp)  # before the data: a typo in --hyp should not wait for a dataset check
     data_yaml, audit = check_data(prepare_data(data), ("train", "val"), named=data)  # bad files: listed once, left out
     nc = len(class_names(data_dict(data_yaml)))
@@ -119,6 +120,7 @@ def train(
                  "name": name, "exist_ok": exist_ok, "mode": "train", "task": "detect"}
     trainer = trainer_class()(overrides=settings)  # picks (and creates) the run folder
     trainer.model = model  # trained as built: ultralytics would rebuild it from the YAML and copy weights by key
+    variants.keep(model_name, trainer)  # a spec's generated YAML into the run folder, as the run's model
     if len(str(device or "").split(",")) > 1 and (report is not None or attn_init != "paper" or cfg is None):
         hand_over(trainer, model)  # several GPUs: each worker process starts from this model, not from the YAML
     audit.write(trainer.save_dir)
