@@ -232,8 +232,7 @@ def _ray_execute(spec: RunSpec, root: str, gpus: float, cpus: float) -> RunResul
         from attention.adapter.devices import hold_visible_devices
 
         hold_visible_devices()
-    with workers.stop_on_sigterm():
-        return execute(spec, slot)
+    return execute(spec, slot)  # Ray's own signal handling stays: cancelling a task is Ray's business
 
 
 def _in_slot(slot: Slot, fn: Callable, *args):

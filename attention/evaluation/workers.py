@@ -123,7 +123,10 @@ class Call:
                     message = self._conn.recv()
             except (EOFError, OSError, pickle.UnpicklingError, AttributeError, ImportError, TypeError):
                 message = None  # the process ended mid-message, or sent something this side cannot rebuild
-            self.process.join()
+            self.process.join(GRACE)  # it has said its last word: it ends now, or is made to
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
             self._outcome = message or ("died", self.process.exitcode)
             self._conn.close()
         return self._outcome
