@@ -160,7 +160,8 @@ from attention.evaluation.workers import stop_on_sigterm
 if __name__ == "__main__":
     root, jobs, device, runs = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     train = TrainSettings(data="d.yaml", epochs=1, imgsz=64, batch_size=8, workers=0)
-    specs = [RunSpec(root / f"v{{k}}" / "seed0", f"v{{k}}.yaml", 0, train, (), Scoring("coco", 300)) for k in range(runs)]
+    scoring = Scoring("coco", 300)
+    specs = [RunSpec(root / f"v{{k}}" / "seed0", f"v{{k}}.yaml", 0, train, (), scoring) for k in range(runs)]
     try:
         with stop_on_sigterm():
             list(Local(jobs, device, unit=fake_units.{unit}).run(specs, GridProgress(runs, jobs, "AP")))
@@ -171,7 +172,7 @@ if __name__ == "__main__":
 
 
 def drive(tmp_path: Path, unit: str, jobs: int, device: str, runs: int, env: dict | None = None) -> subprocess.Popen:
-    """A driver process running `runs` runs of fake_units.<unit> through Local(jobs, device), in a session of its own."""
+    """A driver process running `runs` runs of fake_units.<unit> through Local(jobs, device), in its own session."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(tests=str(TESTS), unit=unit))
     return subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), str(jobs), device, str(runs)],
@@ -310,7 +311,8 @@ def _result(variant: str, seed: int, seconds: float, score: float = 0.5) -> RunR
 def test_progress_counts_runs_and_estimates_the_time_left():
     lines: list[str] = []
     progress = GridProgress(total=6, width=2, metric="AP_small", say=lines.append)
-    specs = [RunSpec(Path(f"/r/v{k}/seed0"), f"v{k}.yaml", 0, TRAIN, (), SCORING, f"[run {k + 1}/6] ") for k in range(6)]
+    specs = [RunSpec(Path(f"/r/v{k}/seed0"), f"v{k}.yaml", 0, TRAIN, (), SCORING, f"[run {k + 1}/6] ")
+             for k in range(6)]
     progress.started(specs[0], "cpu cores 0")
     progress.started(specs[1], "cpu cores 1")
     assert lines[-1] == "[run 2/6] started on cpu cores 1   (0/6 runs done, 2 running, 4 waiting)"

@@ -46,7 +46,7 @@ ATTEMPTS = "attempts.jsonl"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How a run trains: train_in's arguments but the device. Every run of a comparison has the same (the base its own)."""
+    """How a run trains: train_in's arguments but the device. A comparison's runs share one (the base has its own)."""
 
     data: str
     epochs: int
