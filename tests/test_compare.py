@@ -221,7 +221,9 @@ def test_runner_end_to_end_pairs_full_and_sliced_and_rerun_reuses(tiny_data, tmp
         for seed in (0, 1):
             run = root / variant / f"seed{seed}"
             full, sliced = (json.loads((run / f"score-{m}.json").read_text()) for m in ("full160", "sliced96"))
-            assert set(full) == set(sliced) and 0 <= full["AP"] <= 1 and 0 <= sliced["AP"] <= 1
+            # the same figures; a sliced score also names the tiles' overlap it was made with
+            assert set(full) | {"overlap"} == set(sliced) and 0 <= full["AP"] <= 1 and 0 <= sliced["AP"] <= 1
+            assert (full["conf"], full["iou"], sliced["overlap"]) == (0.001, 0.6, 0.2)
     rows = read_rows(root / "summary.csv")
     assert [r["lever"] for r in rows] == ["yolov5n, full 160", "yolov5n, sliced 96", "yolov5n-se, full 160",
                                           "yolov5n-se, sliced 96"]
@@ -283,10 +285,11 @@ class FakeExecutor:
 def adaptive_grid(tmp_path, **extra):
     from attention.evaluation.compare import Grid
     from attention.evaluation.experiment import Experiment
+    from attention.evaluation.scored_run import Scoring
 
     cfgs = ["yolov5n.yaml", "yolov5n-se.yaml", "yolov5n-cbam.yaml"]
     exp = Experiment.from_mapping({"cfg": cfgs, "seeds": 3, "max_seeds": 10, "project": str(tmp_path), **extra})
-    return Grid(exp, cfgs, [FULL], "AP_small", 300, None), [(c.removesuffix(".yaml"), FULL) for c in cfgs]
+    return Grid(exp, cfgs, [FULL], "AP_small", Scoring("coco", 300), None), [(c.removesuffix(".yaml"), FULL) for c in cfgs]
 
 
 def test_more_seeds_go_only_to_undecided_levers_and_their_baseline(tmp_path):

@@ -1,4 +1,10 @@
-"""A run's share of the CPU: torch's thread count, and the count ultralytics resets it to when it picks the CPU.
+"""A run's share of the machine: its GPU held from the start, torch's thread count, and ultralytics' own count.
+
+ultralytics 8.3.x's select_device(device) writes CUDA_VISIBLE_DEVICES=device into the process before it first
+touches CUDA (8.4 no longer does), and CUDA reads that variable once, when it starts. A process that was given
+its GPU through CUDA_VISIBLE_DEVICES (a --jobs worker, a Ray task) therefore starts CUDA itself first
+(hold_visible_devices): later writes change nothing, and ultralytics' "0" is the GPU the process was given, on
+every release.
 
 ultralytics' select_device() calls torch.set_num_threads(NUM_THREADS) for CPU training, NUM_THREADS being
 fixed at import from the machine's core count; several runs at once on one machine would each take that
@@ -16,6 +22,12 @@ import torch
 from attention.adapter import compat
 
 _HOLDERS = ("ultralytics.utils", "ultralytics.utils.torch_utils")  # modules with their own NUM_THREADS binding
+
+
+def hold_visible_devices() -> None:
+    """Start CUDA now, on the GPUs CUDA_VISIBLE_DEVICES names at this moment (nothing to do without CUDA)."""
+    if torch.cuda.is_available():  # this call starts CUDA's driver, which reads CUDA_VISIBLE_DEVICES once
+        torch.cuda.init()
 
 
 @contextlib.contextmanager

@@ -28,8 +28,13 @@ from attention.adapter.validator import DEFAULT_MAX_DET
 from attention.data.size_bins import SIZE_BINS, Bins, area_range, in_bin, size_bins
 from attention.errors import UserError
 
-__all__ = ["DEFAULT_MAX_DET", "SIZE_BINS", "budget_note", "check_max_det", "crowded_warning", "evaluate", "size_bins",
-           "size_shares"]
+__all__ = ["DEFAULT_MAX_DET", "SIZE_BINS", "budget_note", "check_max_det", "crowded_warning", "evaluate",
+           "metric_names", "size_bins", "size_shares"]
+
+
+def metric_names(bins: Bins) -> list[str]:
+    """The figures evaluate() gives with these size bins, in its order: what --metric may name."""
+    return ["AP", "AP50", "AP75", *(f"AP_{name}" for name in bins), "AR", *(f"AR_{name}" for name in bins)]
 
 def check_max_det(max_det: int | None) -> int:
     """The detection budget to use: max_det, or DEFAULT_MAX_DET for None; a UserError below 1."""

@@ -13,7 +13,10 @@ baseline. Running the same command again reuses every finished run and score and
 exactly; adding an --infer mode or changing the size bins or the detection budget only scores again.
 
 The unit of work is one run (attention.evaluation.scored_run); attention.evaluation.executors runs the grid of
-them in this process, in a pool of processes or on Ray, with the same numbers either way.
+them in this process, a fresh process per run or on Ray, with the same numbers either way. Every setting is
+checked before the first run trains (the data listed, every variant built once on the CPU, the metric named by
+the size bins); a run that fails does not stop the others, and the summary is written from the runs that
+finished before compare says which failed (RunsFailed).
 
 --finetune: one base is trained once (the first --cfg, seed 0, --base-epochs on --base-data at --base-imgsz, by
 default the comparison's own data and size) or given with --weights, and every variant, the baseline included, is
@@ -23,8 +26,14 @@ fine-tuned from it with the same settings, inserted blocks starting as the ident
 from __future__ import annotations
 
 import json
+import math
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from attention.adapter.api import YOLO
 from attention.adapter.weights import resolve_weights
@@ -32,22 +41,32 @@ from attention.data.coco_format import yolo_to_coco
 from attention.data.listing import class_names, load_split
 from attention.data.prepare import prepare_data
 from attention.errors import UserError
-from attention.evaluation.coco import budget_note, check_max_det, crowded_warning
+from attention.evaluation.coco import budget_note, check_max_det, crowded_warning, metric_names
 from attention.evaluation.coco import size_bins as parse_bins
 from attention.evaluation.executors import Local, OnRay, Sequential
 from attention.evaluation.experiment import RUN_SETTINGS, Experiment
 from attention.evaluation.latency import ms_per_image
+from attention.evaluation.locks import busy, refusal
 from attention.evaluation.progress import GridProgress
 from attention.evaluation.runs import variant_of
 from attention.evaluation.plots import comparison_plot
-from attention.evaluation.scored_run import Mode, RunResult, RunSpec, collect, is_complete, mode_key, status
+from attention.evaluation.scored_run import (Mode, RunResult, RunSpec, Scoring, TrainSettings, collect, is_complete,
+                                             mode_key, status)
 from attention.evaluation.sequential import Plan
 from attention.evaluation.stats import DEFAULT_MARGIN
 from attention.evaluation.summary import closing_line, how_to_read, plan_seeds, summarize
 from attention.evaluation.tables import format_table, write_table
 from attention.training import variants
+from attention.training.build import build
+from attention.training.job import load_hyp
 
-__all__ = ["RUN_SETTINGS", "Experiment", "compare", "parse_infer"]
+__all__ = ["RUN_SETTINGS", "Experiment", "RunsFailed", "compare", "parse_infer"]
+
+
+class RunsFailed(UserError):
+    """Some runs of a comparison failed; the others finished and the summary was written from them."""
+
+    exit_status = 1
 
 
 def parse_infer(specs: Sequence[str] | None, imgsz: int) -> list[Mode]:
@@ -83,22 +102,27 @@ def executor_for(exp: Experiment):
 
 
 class Grid:
-    """The comparison's runs: which exist, which to execute, and their results as they come back."""
+    """The comparison's runs: which exist, which to execute, and their results (or failures) as they come back."""
 
-    def __init__(self, exp: Experiment, cfgs: list[str], modes: list[Mode], metric: str, max_det: int,
-                 start_from: str | None) -> None:
-        self.exp, self.cfgs, self.modes, self.metric, self.max_det = exp, cfgs, modes, metric, max_det
-        self.train = dict(data=exp.data, epochs=exp.epochs, batch_size=exp.batch_size, imgsz=exp.imgsz,
-                          workers=exp.workers, hyp=exp.hyp or None, weights=start_from, attn_init=exp.start_as)
+    def __init__(self, exp: Experiment, cfgs: list[str], modes: list[Mode], metric: str, scoring: Scoring,
+                 start_from: str | None, owner: str = "") -> None:
+        self.exp, self.cfgs, self.modes, self.metric, self.scoring = exp, cfgs, modes, metric, scoring
+        self.train = TrainSettings(data=exp.data, epochs=exp.epochs, imgsz=exp.imgsz, batch_size=exp.batch_size,
+                                   workers=exp.workers, hyp=exp.hyp or None, weights=start_from,
+                                   attn_init=exp.start_as)
+        self.owner = owner
         self.results: dict[tuple[str, int], RunResult] = {}
+        self.failed: dict[tuple[str, int], tuple[RunSpec, str]] = {}
+        self.wanted: set[tuple[str, int]] = set()
 
     def spec(self, cfg: str, seed: int, tag: str = "") -> RunSpec:
         return RunSpec(self.exp.root / variant_of(cfg) / f"seed{seed}", cfg, seed, self.train, tuple(self.modes),
-                       self.exp.size_bins, self.max_det, tag)
+                       self.scoring, tag, self.owner)
 
     def run(self, executor, wanted: dict[str, list[int]]) -> None:
         """Make sure every variant has a result for each seed in wanted[variant]; reuse what is done."""
         todo = [(c, s) for c in self.cfgs for s in wanted.get(variant_of(c), []) if (variant_of(c), s) not in self.results]
+        self.wanted.update((variant_of(c), s) for c, s in todo)
         specs = [self.spec(c, s, f"[run {k}/{len(todo)}] {variant_of(c)} seed {s}: ") for k, (c, s) in enumerate(todo, 1)]
         complete = [sp for sp in specs if is_complete(sp)]
         progress = GridProgress(len(specs), executor.width, self.metric)
@@ -107,96 +131,164 @@ class Grid:
             progress.finished(self._keep(collect(sp)))
         for result in executor.run([sp for sp in specs if sp not in complete], progress):
             self._keep(result)
+        for spec, why in progress.failed_runs:
+            self.failed[(spec.variant, spec.seed)] = (spec, why)
 
     def _keep(self, result: RunResult) -> RunResult:
         self.results[(result.variant, result.seed)] = result
+        self.failed.pop((result.variant, result.seed), None)
         return result
 
     def scores(self) -> dict[tuple[str, Mode, int], dict[str, float]]:
-        return {(v, m, s): r.scores[mode_key(m)] for (v, s), r in self.results.items() for m in self.modes}
+        """Every wanted run's scores per mode; a run that failed scores NaN (the summary leaves it out and says so)."""
+        none = dict.fromkeys(metric_names(parse_bins(self.scoring.size_bins)), math.nan)
+        out = {(v, m, s): none for v, s in self.wanted for m in self.modes}
+        return out | {(v, m, s): r.scores[mode_key(m)] for (v, s), r in self.results.items() for m in self.modes}
 
     def seeds_of(self, variant: str) -> list[int]:
         return sorted(s for v, s in self.results if v == variant)
 
 
 def _check_settings(root: Path, settings: dict[str, Any]) -> None:
+    """Refuse a comparison folder made with other run settings (one line naming each); else record them."""
     saved = root / "settings.json"
     if saved.is_file():
         old = json.loads(saved.read_text())
-        diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
-        if diff:
-            raise UserError(f"{root} holds a comparison with other settings ({diff}); pass another --name")
+        changed = [k for k, v in settings.items() if k in old and old[k] != v]
+        if changed:
+            why = "; a seed plan's looks are fixed before its first seed" if "plan" in changed else ""
+            raise UserError(f"{root} holds a comparison with other settings "
+                            f"({', '.join(f'{k} {old[k]!r} -> {settings[k]!r}' for k in changed)}{why}); "
+                            "pass another --name")
+        unrecorded = [k for k in settings if k not in old]
+        if unrecorded:  # made by an earlier release: what it did not record is taken to be as asked now
+            print(f"{saved} did not record {', '.join(unrecorded)}; taken as asked now and recorded from here on")
     root.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(settings, indent=1))
+
+
+def _check_inputs(exp: Experiment, cfgs: list[str]) -> tuple[str, list[Path], list[str]]:
+    """Every file the runs will read, read once now: datasets (both splits), hyperparameters, base weights, and
+    every variant built on the CPU (but one that trained in this folder before); one line naming the first problem,
+    within seconds, before any run starts. Returns the data YAML, its val images and its class names."""
+    for hyp in {exp.hyp, exp.base_hyp} - {""}:
+        load_hyp(hyp)
+    if exp.weights:
+        resolve_weights(exp.weights)
+    for data in {exp.data, exp.base_data} - {""}:
+        for split in ("train", "val"):
+            load_split(prepare_data(data), split)  # an embedded set is drawn here, once, before any worker wants it
+    data_yaml = prepare_data(exp.data)
+    split_cfg, images = load_split(data_yaml, "val")
+    for cfg in cfgs:
+        if any((exp.root / variant_of(cfg)).glob("seed*/weights/best.pt")):
+            continue  # built and trained here before
+        try:
+            with torch.no_grad():
+                build(cfg)  # the YAML's own class count: the check is of the blocks and shapes, quietly
+        except UserError:
+            raise
+        except Exception as e:  # a YAML the parser cannot build: the user's to fix, in one line
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UserError(f"--cfg {cfg}: cannot build this model ({type(e).__name__}: {detail})") from e
+    return data_yaml, images, class_names(split_cfg)
+
+
+def _check_not_busy(root: Path) -> None:
+    """Refuse a comparison folder another compare is training in (a lock held by a live process)."""
+    for lock in sorted(root.glob("*/lock.json")) + sorted(root.glob("*/*/lock.json")):
+        holder = busy(lock.parent)
+        if holder is not None:
+            raise UserError(refusal(lock.parent, holder))
 
 
 def compare(experiment: Experiment | None = None, **settings: Any) -> list[dict[str, Any]]:
     """Train (or reuse) every variant x seed, score each run for every --infer mode, tabulate levers with intervals.
 
-    Takes an Experiment or its fields as keyword arguments (cfg=[...], seeds=3, ...).
+    Takes an Experiment or its fields as keyword arguments (cfg=[...], seeds=3, ...). Raises RunsFailed after
+    writing the summary from the runs that finished when some failed.
     """
     exp = experiment if experiment is not None else Experiment.from_mapping(settings)
     cfgs = [variants.model_yaml(c) for c in exp.cfg]  # a spec (yolov5s+CBAM@neck) checked here
     if len({variant_of(c) for c in cfgs}) < len(cfgs):
         raise UserError(f"--cfg names a model twice: {' '.join(map(str, exp.cfg))}")
     modes = parse_infer(exp.infer, exp.imgsz)
-    bins = parse_bins(exp.size_bins)
-    metric = exp.metric or default_metric(bins)
-    max_det = check_max_det(exp.max_det)
+    metric = exp.metric or default_metric(parse_bins(exp.size_bins))
+    scoring = Scoring(exp.size_bins, check_max_det(exp.max_det))
+    margin = DEFAULT_MARGIN if exp.margin is None else exp.margin
     root = exp.root
-    _check_settings(root, exp.run_settings())
+    data_yaml, images, names = _check_inputs(exp, cfgs)
+    _check_not_busy(root)
+    _check_settings(root, exp.run_settings(exp.plan_settings(metric, margin)))
 
-    data_yaml = prepare_data(exp.data)  # an embedded set is drawn here, once, before any worker wants it
-    split_cfg, images = load_split(data_yaml, "val")
-    crowded = crowded_warning(yolo_to_coco(images, class_names(split_cfg)), max_det)
+    crowded = crowded_warning(yolo_to_coco(images, names), scoring.max_det)
     if crowded:
         print(crowded)
     executor = executor_for(exp)
     print(f"Runs of {root}: {executor.name}")
+    owner = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"  # this invocation, as the runs' locks name it
     start_from = resolve_weights(exp.weights) if exp.weights else None
     if exp.base is not None:
-        start_from = str(_train_base(exp, cfgs[0], executor, metric, max_det))
+        start_from = str(_train_base(exp, cfgs[0], executor, metric, scoring, owner))
     if exp.start_as != "paper" and not start_from:
         raise UserError(f"--attn-init {exp.start_as} makes a variant start as its base: it needs --weights or "
                         "--finetune")
 
     levers = [(variant_of(c), m) for c in cfgs for m in modes]
-    margin = DEFAULT_MARGIN if exp.margin is None else exp.margin
     plan = Plan(len(exp.seed_list), exp.max_seeds, margin=margin) if exp.max_seeds else None
-    grid = Grid(exp, cfgs, modes, metric, max_det, start_from)
-    seeds = _run_seeds(grid, executor, levers, plan)
+    grid = Grid(exp, cfgs, modes, metric, scoring, start_from, owner)
+    _run_seeds(grid, executor, levers, plan)
+    if not grid.results:
+        raise RunsFailed(f"all {len(grid.failed)} runs failed ({_failures(grid)}); nothing to summarize")
+    seeds = sorted({s for _, s in grid.wanted})
 
-    latency = executor.call(_latencies, root, [variant_of(c) for c in cfgs], modes, images)
-    sizes = {v: grid.results[(v, seeds[0])].size for v in (variant_of(c) for c in cfgs)}
+    names = [variant_of(c) for c in cfgs]
+    latency = executor.call(_latencies, root, names, modes, images)
+    nothing = {"params(M)": math.nan}
+    sizes = {v: next((r.size for (w, _), r in grid.results.items() if w == v), nothing) for v in names}
     rows, stats = summarize(levers, seeds, grid.scores(), metric, sizes, latency,
                             names={lv: lever(lv[0], lv[1], modes) for lv in levers}, margin=margin, plan=plan)
     write_table(rows, root / "summary")
     comparison_plot(stats, metric, root / "compare.png", margin=margin)
     verdict = closing_line(stats, metric, len(seeds), latency[levers[0]], margin=margin)
     reading = how_to_read(metric, margin, plan, levers=len(levers) - 1)
-    notes = (f"{reading}\nDetection budget: {budget_note(max_det)}, the prediction cap "
-             f"and COCO's maxDets alike.{' ' + crowded if crowded else ''}\nFigure: {root / 'compare.png'}")
-    (root / "summary.md").write_text((root / "summary.md").read_text() + f"\n{notes}\n\n{verdict}\n")
+    notes = (f"{reading}\nDetection budget: {budget_note(scoring.max_det)}, the prediction "
+             f"cap and COCO's maxDets alike.{' ' + crowded if crowded else ''}\nFigure: {root / 'compare.png'}")
+    failed = (f"\nRuns that failed (left out of the table, named in its verdicts): {_failures(grid)}"
+              if grid.failed else "")
+    (root / "summary.md").write_text((root / "summary.md").read_text() + f"\n{notes}{failed}\n\n{verdict}\n")
     how = f"fine-tuned from {'the given base' if exp.weights else 'one base'}" if exp.finetune or exp.weights \
         else "from scratch"
     counts = sorted({len(grid.seeds_of(v)) for v, _ in levers})
     per = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
     print(f"\n{per} seed(s) per variant, {exp.epochs} epochs {how}, same data and settings ({root}):\n"
           f"{format_table(rows)}\n{notes}\n{verdict}")
+    if grid.failed:
+        print(f"\n{len(grid.failed)} run(s) failed:")
+        for spec, why in grid.failed.values():
+            print(f"  {spec.variant} seed {spec.seed}: {why} (log: {spec.log})")
+        raise RunsFailed(f"{len(grid.failed)} of {len(grid.wanted)} runs failed (listed above with their logs); the "
+                         f"summary holds the {len(grid.results)} that finished; the same command runs the failed "
+                         "ones again")
     return rows
+
+
+def _failures(grid: Grid) -> str:
+    return "; ".join(f"{spec.variant} seed {spec.seed}: {why} ({spec.log})" for spec, why in grid.failed.values())
 
 
 def _run_seeds(grid: Grid, executor, levers: list[tuple[str, Mode]], plan: Plan | None) -> list[int]:
     """The first seeds for every variant; with a plan, more seeds only where a lever is still undecided.
 
     Returns every seed any variant has. Each round asks the plan (attention.evaluation.sequential) how many
-    seeds each variant needs; --max-hours stops adding once the runs so far took that long in all.
+    seeds each variant needs; --max-hours stops adding once the runs so far took that long in all. A round with a
+    failed run adds no more: the plan's looks need every run of a look (the same command retries the failed ones).
     """
     exp = grid.exp
     first = exp.seed_list
     grid.run(executor, {v: first for v in {v for v, _ in levers}})
     every = first + [max(first) + k for k in range(1, (plan.cap if plan else 0) - len(first) + 1)]
-    while plan is not None:
+    while plan is not None and not grid.failed:
         wants = plan_seeds(levers, every, grid.scores(), grid.metric, plan)
         more = {v: every[:n] for v, n in wants.items() if n > len(grid.seeds_of(v))}
         if not more:
@@ -208,34 +300,48 @@ def _run_seeds(grid: Grid, executor, levers: list[tuple[str, Mode]], plan: Plan 
         print(f"\nUndecided levers want more seeds: " + ", ".join(
             f"{v} {len(grid.seeds_of(v))} -> {len(s)}" for v, s in sorted(more.items())))
         grid.run(executor, more)
+    if plan is not None and grid.failed:
+        print(f"{len(grid.failed)} run(s) failed: no more seeds are added until they finish")
     return sorted({s for _, s in grid.results})
 
 
-def _train_base(exp: Experiment, cfg: str, executor, metric: str, max_det: int) -> Path:
+def _train_base(exp: Experiment, cfg: str, executor, metric: str, scoring: Scoring, owner: str) -> Path:
     """The one base every variant is fine-tuned from (--finetune without --weights), through the same executor."""
     base = exp.base
-    spec = RunSpec(exp.root / "base", cfg, 0, dict(data=base["data"], epochs=base["epochs"], imgsz=base["imgsz"],
-                                                    batch_size=exp.batch_size, workers=exp.workers,
-                                                    hyp=base["hyp"] or None),
-                   (), exp.size_bins, max_det, "[base] ")
+    train = TrainSettings(data=base["data"], epochs=base["epochs"], imgsz=base["imgsz"], batch_size=exp.batch_size,
+                          workers=exp.workers, hyp=base["hyp"] or None)
+    spec = RunSpec(exp.root / "base", cfg, 0, train, (), scoring, "[base] ", owner)
     if not is_complete(spec):
-        list(executor.run([spec], GridProgress(1, 1, metric)))
+        progress = GridProgress(1, 1, metric)
+        list(executor.run([spec], progress))
+        if progress.failed_runs:
+            raise RunsFailed(f"the base run failed ({progress.failed_runs[0][1]}; log: {spec.log}); every variant "
+                             "starts from it, so nothing else ran")
     return spec.folder / "weights" / "best.pt"
+
+
+def measured_on(device: str | None) -> str:
+    """What a latency was measured on, as latency.json keys it: host, device asked, visible GPUs, torch threads."""
+    return (f"{socket.gethostname()}, device {device or 'default'}, CUDA_VISIBLE_DEVICES "
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, {torch.get_num_threads()} threads")
 
 
 def _latencies(root: Path, variants: list[str], modes: list[Mode], images: list[Path],
                device: str | None = None) -> dict[tuple[str, Mode], float]:
-    """Median ms per val image of every variant and mode (conf 0.25, as deployed), each measured once and kept."""
-    out = {}
+    """Median ms per val image of every variant and mode (conf 0.25, as deployed), each measured once per machine
+    and device and kept in <variant>/latency.json under measured_on(); NaN for a variant without a finished run."""
+    out, where = {}, measured_on(device)
     for variant in variants:
         file = root / variant / "latency.json"
         known = json.loads(file.read_text()) if file.is_file() else {}
+        known = {k: v for k, v in known.items() if isinstance(v, dict)}  # an earlier release's unkeyed figures: gone
+        mine = known.setdefault(where, {})
+        weights = sorted((root / variant).glob("seed*/weights/best.pt"))
         for mode in modes:
             key = mode_key(mode)
-            if key not in known:
-                weights = sorted((root / variant).glob("seed*/weights/best.pt"))[0]
-                known[key] = ms_per_image(YOLO(str(weights)), images, mode, device)
-                print(f"{variant}, {mode[0]} {mode[1]}: {known[key]:.1f} ms per image")
+            if key not in mine and weights:
+                mine[key] = ms_per_image(YOLO(str(weights[0])), images, mode, device)
+                print(f"{variant}, {mode[0]} {mode[1]}: {mine[key]:.1f} ms per image ({where})")
                 file.write_text(json.dumps(known, indent=1))
-            out[(variant, mode)] = known[key]
+            out[(variant, mode)] = mine.get(key, math.nan)
     return out

@@ -1,35 +1,36 @@
-"""Who executes a comparison's runs: this process one after another, a pool of processes, or Ray tasks.
+"""Who executes a comparison's runs: this process one after another, a fresh process per run, or Ray tasks.
 
-All three call attention.evaluation.scored_run.execute(spec, slot) on the same specs, so they give the same
-numbers; they differ only in where and how many at once.
+All three call a unit, attention.evaluation.scored_run.execute(spec, slot), on the same specs, so they give the
+same numbers; they differ only in where and how many at once. They share one failure policy: a run that fails
+is reported (progress.failed, with its log) and the others carry on; the caller decides what a failure means.
 
 - Sequential (the default): in this process, on --device, output to the console.
-- Local(jobs): `jobs` runs at once on this machine, each in its own process and pinned to its share: with
-  GPUs, the runs take the listed devices in turn (--device 0,1 --jobs 4: two runs per GPU); on the CPU, each
-  run gets its own cores and as many threads. Each run writes its output to run.log in its folder.
-- OnRay(address): every run is a Ray task on a running cluster, asking for ray_gpus GPUs and ray_cpus CPUs.
-  Run folders live on a filesystem every node mounts (--project), so a task Ray retries after losing a node
-  resumes the run from its last saved epoch. We connect to a cluster and never start one.
+- Local(jobs): `jobs` runs at once on this machine, each in a fresh process born into its slot
+  (attention.evaluation.workers): with GPUs, the runs take the listed devices in turn, each process seeing only
+  its own (--device 0,1 --jobs 4: two runs per GPU); on the CPU, each run gets its own cores and as many threads.
+  Each run writes its output to run.log in its folder. A process that dies under its run (killed, out of memory)
+  costs that run one of its RETRIES; its neighbours are not disturbed.
+- OnRay(address): every run is a Ray task on a running cluster, asking for ray_gpus GPUs and ray_cpus CPUs, in
+  a fresh Ray worker process. Run folders live on a filesystem every node mounts (--project), so a task Ray
+  retries after losing a node resumes the run from its last saved epoch. We connect to a cluster and never start one.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
-import multiprocessing
 import os
 import socket
 import time
 from collections import Counter
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from attention.errors import UserError
+from attention.evaluation import workers
 from attention.evaluation.progress import GridProgress
-from attention.evaluation.scored_run import RunResult, RunSpec, Slot, execute, pinned, status
+from attention.evaluation.scored_run import RunResult, RunSpec, Slot, execute, mark, pinned, status
 
-RETRIES = 3  # attempts after a lost worker process or Ray node; a user error is never retried
-ATTEMPTS = "ray-attempts.txt"  # in a run folder: one line per Ray attempt at the run
+RETRIES = 3  # attempts after a lost worker process or Ray node; a failure of the run itself is never retried
+Unit = Callable[[RunSpec, Slot], RunResult]
 
 
 class Sequential:
@@ -38,13 +39,17 @@ class Sequential:
     name = "in this process"
     width = 1
 
-    def __init__(self, device: str = "") -> None:
-        self.slot = Slot(device=device)
+    def __init__(self, device: str = "", unit: Unit = execute) -> None:
+        self.slot, self.unit = Slot(device=device), unit
 
     def run(self, specs: Sequence[RunSpec], progress: GridProgress) -> Iterator[RunResult]:
         for spec in specs:
             progress.started(spec, self.slot, announce=False)
-            result = execute(spec, self.slot)
+            try:
+                result = self.unit(spec, self.slot)
+            except Exception as e:  # the other runs go on (Ctrl-C, a KeyboardInterrupt, stops them all)
+                progress.failed(spec, e)
+                continue
             progress.finished(result)
             yield result
 
@@ -54,7 +59,10 @@ class Sequential:
 
 
 def local_slots(device: str, jobs: int) -> list[Slot]:
-    """Where each of `jobs` runs at once computes: GPUs in turn, or disjoint shares of this process's CPU cores."""
+    """Where each of `jobs` runs at once computes: GPUs in turn, or disjoint shares of this process's CPU cores.
+
+    A GPU slot is a process that sees only its GPU (CUDA_VISIBLE_DEVICES) and calls it "0".
+    """
     import torch
 
     d = str(device or "").strip().lower().replace("cuda:", "")
@@ -62,7 +70,7 @@ def local_slots(device: str, jobs: int) -> list[Slot]:
     if not ids and not d and torch.cuda.is_available():
         ids = [str(i) for i in range(torch.cuda.device_count())]
     if ids:
-        return [Slot(device=ids[k % len(ids)], quiet=True) for k in range(jobs)]
+        return [Slot(device="0", visible=ids[k % len(ids)], quiet=True) for k in range(jobs)]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if jobs > len(cores):
         print(f"--jobs {jobs} on {len(cores)} CPU cores: runs share cores, each with one thread")
@@ -72,65 +80,49 @@ def local_slots(device: str, jobs: int) -> list[Slot]:
 
 
 class Local:
-    """`jobs` runs at once on this machine, each in a process of its own, pinned to its slot."""
+    """`jobs` runs at once on this machine, each in a fresh process of its own, born into its slot."""
 
-    def __init__(self, jobs: int, device: str = "") -> None:
-        self.slots = local_slots(device, jobs)
+    def __init__(self, jobs: int, device: str = "", unit: Unit = execute) -> None:
+        self.slots, self.unit = local_slots(device, jobs), unit
         self.width = len(self.slots)
         self.name = f"{self.width} at once on this machine ({'; '.join(sorted(set(map(str, self.slots))))})"
 
     def run(self, specs: Sequence[RunSpec], progress: GridProgress) -> Iterator[RunResult]:
         waiting, free = list(specs), list(self.slots)
-        running: dict[futures.Future, tuple[RunSpec, Slot]] = {}
-        failed: list[tuple[RunSpec, BaseException]] = []
-        lost: Counter[Path] = Counter()  # times a run's worker process died under it
-        pool: futures.ProcessPoolExecutor | None = None
+        running: dict[workers.Call, tuple[RunSpec, Slot]] = {}
+        died: Counter[Path] = Counter()  # times a run's process died under it: only that run is charged
         try:
             while waiting or running:
-                if pool is None and not running:  # the first, or a fresh one once a broken pool's runs are back
-                    pool = _spawn_pool(self.width)
-                while waiting and free and pool is not None:
+                while waiting and free:
                     spec, slot = waiting.pop(0), free.pop(0)
-                    running[pool.submit(execute, spec, slot)] = (spec, slot)
+                    running[workers.Call(slot, self.unit, spec, slot)] = (spec, slot)
                     progress.started(spec, slot)
-                done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-                for fut in done:
-                    spec, slot = running.pop(fut)
+                for call in workers.ended(list(running)):
+                    spec, slot = running.pop(call)
                     free.append(slot)
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool as e:
-                        # A worker died (killed, out of memory): the pool stops every worker with it. Each run it
-                        # held goes back to the queue and resumes from its last saved epoch, as Ray retries a task.
-                        lost[spec.folder] += 1
-                        if lost[spec.folder] <= RETRIES:
-                            progress.retrying(spec, "its worker process died")
-                            waiting.insert(0, spec)
+                    kind, *detail = call.outcome()
+                    if kind == "ok":
+                        progress.finished(detail[0])
+                        yield detail[0]
+                    elif kind == "died":
+                        died[spec.folder] += 1
+                        why = f"its worker process died ({workers.exit_text(detail[0])})"
+                        if died[spec.folder] <= RETRIES:
+                            progress.retrying(spec, why)
+                            waiting.insert(0, spec)  # it resumes from its last saved epoch
                         else:
-                            progress.failed(spec, e)
-                            failed.append((spec, e))
-                        if pool is not None:
-                            pool.shutdown(wait=True)
-                            pool = None
-                        continue
-                    except Exception as e:  # the other runs go on; their work is kept either way
-                        progress.failed(spec, e)
-                        failed.append((spec, e))
-                        continue
-                    progress.finished(result)
-                    yield result
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
-        _raise_first(failed, len(specs))
+                            mark(spec.folder, "failed", f"{why}, {died[spec.folder]} times")
+                            progress.failed(spec, RuntimeError(f"{why}, {died[spec.folder]} times"))
+                    elif kind == "stopped":  # told to stop by someone else than this driver
+                        progress.failed(spec, workers.Stopped(f"stopped from outside ({detail[0]})"))
+                    else:
+                        progress.failed(spec, detail[0])
+        finally:  # Ctrl-C, SIGTERM (workers.Stopped) or an error here: no run goes on without its driver
+            workers.stop(list(running))
 
     def call(self, fn: Callable, *args):
-        """fn(*args, device=...) in a worker process on the first slot, alone on the machine by then."""
-        pool = _spawn_pool(1)
-        try:
-            return pool.submit(_in_slot, self.slots[0], fn, *args).result()
-        finally:
-            pool.shutdown(wait=True)
+        """fn(*args, device=...) in a fresh process on the first slot, alone on the machine by then."""
+        return workers.call_in(self.slots[0], _in_slot, self.slots[0], fn, *args)
 
 
 class OnRay:
@@ -158,44 +150,41 @@ class OnRay:
         self.width = max(1, int(min(resources.get("CPU", 1) // max(self.cpus, 1e-9),
                                     resources.get("GPU", 0) // self.gpus if self.gpus else 1e9)))
         self.name = f"Ray tasks ({self.gpus:g} GPU, {self.cpus:g} CPU each; room for {self.width} at once)"
-        self._task = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=RETRIES,
-                                retry_exceptions=False)(_ray_execute)
+        # max_calls=1: a fresh worker process per run, as with --jobs (Ray's own default for GPU tasks)
+        self._task = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=RETRIES, retry_exceptions=False,
+                                max_calls=1)(_ray_execute)
 
     def run(self, specs: Sequence[RunSpec], progress: GridProgress) -> Iterator[RunResult]:
         ray = self.ray
         pending = {self._task.remote(spec, str(self.root), self.gpus, self.cpus): spec for spec in specs}
         seen: set[Path] = set()
         since = time.time()
-        failed: list[tuple[RunSpec, BaseException]] = []
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
-            for spec in pending.values():  # a task has started once its run folder says so (shared filesystem)
-                info = status(spec.folder)
-                if spec.folder not in seen and info.get("state") == "running" and info.get("time", 0) >= since:
-                    seen.add(spec.folder)
-                    progress.started(spec, f"{info.get('host')} ({info.get('slot')})")
-            for ref in done:
-                spec = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as e:
-                    cause = getattr(e, "cause", None)
-                    progress.failed(spec, cause or e)
-                    failed.append((spec, cause if isinstance(cause, Exception) else e))
-                    continue
-                progress.finished(result)
-                yield result
-        _raise_first(failed, len(specs))
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+                for spec in pending.values():  # a task has started once its run folder says so (shared filesystem)
+                    info = status(spec.folder)
+                    if spec.folder not in seen and info.get("state") == "running" and info.get("time", 0) >= since:
+                        seen.add(spec.folder)
+                        progress.started(spec, f"{info.get('host')} ({info.get('slot')})")
+                for ref in done:
+                    spec = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as e:  # the run's own error (Ray's wrapper holds it as its cause), or Ray gave up
+                        cause = getattr(e, "cause", None)
+                        progress.failed(spec, cause if isinstance(cause, BaseException) else e)
+                        continue
+                    progress.finished(result)
+                    yield result
+        finally:  # Ctrl-C or SIGTERM here: the tasks stop too (a dead driver's tasks Ray ends by itself)
+            for ref in pending:
+                ray.cancel(ref, force=True)
 
     def call(self, fn: Callable, *args):
-        remote = self.ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=RETRIES)(_in_slot)
+        remote = self.ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=RETRIES, max_calls=1)(_in_slot)
         slot = Slot(device="0" if self.gpus else "cpu", threads=0 if self.gpus else max(1, int(self.cpus)))
         return self.ray.get(remote.remote(slot, fn, *args))
-
-
-def _spawn_pool(workers: int) -> futures.ProcessPoolExecutor:
-    # spawn: a fresh interpreter per worker (fork would copy this process's torch threads and CUDA state)
-    return futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def import_ray():
@@ -235,27 +224,17 @@ def _ray_execute(spec: RunSpec, root: str, gpus: float, cpus: float) -> RunResul
     if not (Path(root) / "settings.json").is_file():
         raise UserError(f"{socket.gethostname()} does not see {root}: with --ray, --project must be a folder every "
                         "node mounts at the same path")
-    spec.folder.mkdir(parents=True, exist_ok=True)
-    with open(spec.folder / ATTEMPTS, "a") as log:  # which node ran each attempt (Ray retries after a lost node)
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} node {ray.get_runtime_context().get_node_id()} "
-                  f"host {socket.gethostname()} pid {os.getpid()}\n")
-    # Ray confines the task to its GPUs through CUDA_VISIBLE_DEVICES: the first visible one is ours
-    slot = Slot(device="0" if gpus else "cpu", quiet=True, threads=0 if gpus else max(1, int(cpus)))
-    return execute(spec, slot)
+    # Ray confines the task to its GPUs through CUDA_VISIBLE_DEVICES: the first visible one is ours, held before
+    # ultralytics 8.3 could rewrite the variable (attention.adapter.devices)
+    slot = Slot(device="0" if gpus else "cpu", quiet=True, threads=0 if gpus else max(1, int(cpus)),
+                node=ray.get_runtime_context().get_node_id())
+    if gpus:
+        from attention.adapter.devices import hold_visible_devices
+
+        hold_visible_devices()
+    return execute(spec, slot)  # Ray's own signal handling stays: cancelling a task is Ray's business
 
 
 def _in_slot(slot: Slot, fn: Callable, *args):
     with pinned(slot):
         return fn(*args, device=slot.device or None)
-
-
-def _raise_first(failed: list[tuple[RunSpec, BaseException]], total: int) -> None:
-    if not failed:
-        return
-    spec, error = failed[0]
-    note = (f"{len(failed)} of {total} runs failed, the first: {spec.variant} seed {spec.seed} ({spec.folder}): "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}; finished runs "
-            "are kept, and the same command carries on from them")
-    if isinstance(error, UserError):
-        raise UserError(note) from error
-    raise RuntimeError(note) from error

@@ -29,6 +29,7 @@ class GridProgress:
     def __init__(self, total: int, width: int, metric: str, say: Callable[[str], Any] = print) -> None:
         self.total, self.width, self.metric, self.say = total, max(1, width), metric, say
         self.done = self.failures = 0
+        self.failed_runs: list[tuple[RunSpec, str]] = []  # (run, the first line of why), in the order they failed
         self.running: set[Any] = set()
         self.times: list[float] = []
         self.began = time.perf_counter()
@@ -77,8 +78,8 @@ class GridProgress:
         self.running.discard(spec.folder)
         self.failures += 1
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        self.say(f"{spec.variant} seed {spec.seed}: FAILED ({message}); see {spec.folder / 'run.log'}   "
-                 f"({self.counts()})")
+        self.failed_runs.append((spec, message))
+        self.say(f"{spec.variant} seed {spec.seed}: FAILED ({message}); see {spec.log}   ({self.counts()})")
 
 
 def _score(value: float) -> str:
