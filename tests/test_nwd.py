@@ -182,6 +182,30 @@ def test_compat_lists_the_feature_and_finds_it_on_this_release(capsys):
     assert any(line.split()[:2] == ["on", "NWD"] for line in capsys.readouterr().out.splitlines())
 
 
+def test_a_release_with_another_anchor_layout_switches_nwd_off_with_one_warning(model, monkeypatch, ul_log):
+    import types
+
+    from ultralytics.utils import tal
+
+    from attention.adapter.loss import use_model_loss
+
+    for cache in (compat.missing, compat.enabled):
+        cache.cache_clear()
+    monkeypatch.setattr(tal, "make_anchors", lambda feats, strides, offset=0.5: make_anchors(feats[::-1], strides))
+    monkeypatch.setitem(model.yaml, "loss", {"box": "nwd", "c": 8.0})
+    monkeypatch.setattr(model, "criterion", None, raising=False)
+    try:
+        assert use_model_loss(types.SimpleNamespace(model=model)) is None and use_model_loss(
+            types.SimpleNamespace(model=model)) is None
+        assert model.criterion is None  # ultralytics builds its own when it first computes a loss
+        said = [m for m in ul_log if "yolov5-attention" in m]
+        assert len(said) == 1 and "yolov5-attention: NWD box loss and assigner (" in said[0] and (
+            "is switched off: ultralytics" in said[0]) and "make_anchors laying out each level's h * w anchors" in said[0]
+    finally:
+        for cache in (compat.missing, compat.enabled):
+            cache.cache_clear()
+
+
 @pytest.mark.parametrize("height, width", [(64, 96), (160, 160), (640, 320)])
 def test_each_anchor_gets_the_stride_make_anchors_gives_it(height, width):
     strides = (4.0, 8.0, 16.0, 32.0)  # P2 too

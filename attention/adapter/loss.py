@@ -93,6 +93,11 @@ def nwd_criterion(model: nn.Module, choice: LossChoice) -> Any:
     return criterion
 
 
+def nwd_available() -> bool:
+    """True if the installed ultralytics has what NWD needs; else warns once (compat feature nwd_loss)."""
+    return compat.enabled("nwd_loss")
+
+
 def model_loss(model: nn.Module) -> LossChoice:
     """The loss choice the model's YAML carries (ultralytics' own when it carries none)."""
     return LossChoice.from_yaml((getattr(model, "yaml", None) or {}).get("loss"), "the model YAML")
@@ -103,7 +108,7 @@ def use_model_loss(trainer: Any) -> LossChoice | None:
     loss mapping chooses. Returns that choice where it uses NWD and the installed release allows it, else None."""
     model = unwrap_model(trainer.model)
     choice = model_loss(model)
-    if not choice.uses_nwd or not compat.enabled("nwd_loss"):
+    if not choice.uses_nwd or not nwd_available():
         return None
     ema = getattr(getattr(trainer, "ema", None), "ema", None)
     for m in (model, ema):

@@ -13,6 +13,7 @@ from attention import cfg as shipped
 from attention.adapter.api import YOLO, DetectionModel
 from attention.adapter.scan import quiet_about
 from attention.adapter.checkpoints import check_resumable
+from attention.adapter.loss import nwd_available
 from attention.adapter.trainer import hand_over, trainer_class
 from attention.adapter.validator import box_metrics
 from attention.adapter.weights import load, resolve_weights
@@ -117,6 +118,8 @@ def train(
         print(report.summary())
     stride = int(max(model.stride))  # ultralytics rounds imgsz up to a multiple of it (check_imgsz)
     chosen = chosen_loss(model.yaml, loss, model_name or weights, data_yaml, -(-imgsz // stride) * stride)
+    if chosen is not None and chosen[0].uses_nwd and not nwd_available():
+        chosen = None  # this release lacks what NWD needs (compat warned once): ultralytics' own loss, as recorded
     if chosen is not None:  # the model's YAML carries it (C resolved) into checkpoints, so a resume keeps it
         model.yaml["loss"] = chosen[0].to_yaml()
         print("; ".join(filter(None, (chosen[0].describe(), chosen[1]))))
