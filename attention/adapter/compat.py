@@ -345,14 +345,15 @@ FEATURES: dict[str, Feature] = {
         "NWD box loss and assigner (a model YAML's loss: box: nwd / assigner: true, train --box-loss nwd)",
         ("ultralytics.utils.loss.v8DetectionLoss, as DetectionModel.init_criterion() builds it: its bbox_loss (a "
          "BboxLoss, swapped for one that adds NWD) called as (pred_dist, pred_bboxes, anchor_points, target_bboxes, "
-         "target_scores, target_scores_sum, fg_mask[, imgsz, stride from 8.4.x]) with boxes and anchors in grid units, "
-         "returning (box, dfl); its assigner (a TaskAlignedAssigner) and stride (seen on 8.3.5 - 8.4.190)",
+         "target_scores, target_scores_sum, fg_mask) (seen on 8.3.5 - 8.3.253), then imgsz and stride too (seen on "
+         "8.4.0 - 8.4.190), with boxes and anchors in grid units, returning (box, dfl); its assigner (a "
+         "TaskAlignedAssigner) and stride (seen on 8.3.5 - 8.4.190)",
          "ultralytics.utils.tal.TaskAlignedAssigner.iou_calculation(gt_bboxes, pd_bboxes) on pixel xyxy boxes "
          "(swapped on the instance for NWD)",
          "ultralytics.utils.tal.make_anchors: levels one after another, h * w anchors each (each anchor's stride "
          "follows from the anchor count)",
          "BaseModel.loss using model.criterion; the trainer's model and ema.ema (validation's val loss) each keep one; "
-         "BaseTrainer.save_model pickling ema.ema (criterion and all on 8.3.5)"),
+         "BaseTrainer.save_model pickling ema.ema, its criterion too (seen on 8.3.5 - 8.4.0; dropped from 8.4.126)"),
         f"{OLDEST} - {NEWEST}", _nwd_loss_missing),
     "cpu_share": Feature(
         "compare --jobs N on the CPU: each run's threads set to its share of the cores",

@@ -63,7 +63,7 @@ class NWDBoxLoss(nn.Module):
     def forward(self, pred_dist: torch.Tensor, pred_bboxes: torch.Tensor, anchor_points: torch.Tensor,
                 target_bboxes: torch.Tensor, target_scores: torch.Tensor, target_scores_sum: torch.Tensor,
                 fg_mask: torch.Tensor, *rest: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        # rest: what later releases pass besides (imgsz and stride on 8.4.x), handed on to the stock loss as it came
+        # rest: what later releases pass besides (imgsz and stride from 8.4.0), handed on to the stock loss as is
         loss_iou, loss_dfl = self.stock(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores,
                                         target_scores_sum, fg_mask, *rest)
         key = (anchor_points.shape[0], pred_bboxes.device)

@@ -71,7 +71,7 @@ class AttentionTrainer(DetectionTrainer):
         super().run_callbacks(event)
 
     def save_model(self) -> Any:
-        with criterion_detached(self.ema.ema):  # a checkpoint pickles no loss of ours (8.3.5 pickles the criterion)
+        with criterion_detached(self.ema.ema):  # no loss of ours in a checkpoint (8.3.5 - 8.4.0 pickle it)
             return super().save_model()
 
 
