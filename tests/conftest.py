@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the oldest ultralytics release we declare too (-m core), besides the full suite on the newest.
 # Packaging (test_wheel.py) does not depend on the release, so it runs on the newest only.
 CORE = {"test_hook.py", "test_models.py", "test_p2.py", "test_zoo.py", "test_transfer.py", "test_seeds.py",
-        "test_scripts.py", "test_coco.py", "test_compare.py", "test_modules.py", "test_placements.py"}
+        "test_scripts.py", "test_coco.py", "test_compare.py", "test_modules.py", "test_placements.py", "test_nwd.py"}
 
 
 def pytest_collection_modifyitems(items):

@@ -11,7 +11,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "attention"
 # Bottom to top: a module may import its own layer and the layers before it.
-LAYERS = ["errors", "cfg", "blocks", "adapter", "data", "training", "inference", "evaluation", "cli"]
+LAYERS = ["errors", "cfg", "losses", "blocks", "adapter", "data", "training", "inference", "evaluation", "cli"]
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE)
 
 
@@ -54,8 +54,9 @@ def test_only_the_adapter_imports_ultralytics(path):
     assert not found or layer_of(name(path)) == "adapter", f"{name(path)} imports {found}"
 
 
-def test_blocks_are_plain_torch():
-    for path in (PACKAGE / "blocks").glob("*.py"):
+@pytest.mark.parametrize("layer", ["blocks", "losses"])
+def test_blocks_and_losses_are_plain_torch(layer):
+    for path in (PACKAGE / layer).glob("*.py"):
         for target in imports(path):
             top = target.split(".")[0]
             assert top in {"torch", "attention", "__future__", "math", "numbers", "typing", "contextlib", "dataclasses"}, (

@@ -244,6 +244,46 @@ def _cpu_share_missing() -> list[str]:
     return _missing_names("ultralytics.utils.NUM_THREADS", "ultralytics.utils.torch_utils.NUM_THREADS")
 
 
+_BOX_LOSS_ARGS = ["pred_dist", "pred_bboxes", "anchor_points", "target_bboxes", "target_scores", "target_scores_sum",
+                  "fg_mask"]
+
+
+def _nwd_loss_missing() -> list[str]:
+    """NWD in the box loss and the assigner (attention/adapter/loss.py): names, call signatures, and the anchor layout
+    its pixel scale rests on (checked by laying out a 64 x 96 input's anchors)."""
+    loss, tal = "ultralytics.utils.loss", "ultralytics.utils.tal"
+    out = _missing_names("ultralytics.nn.tasks.DetectionModel.init_criterion", f"{loss}.v8DetectionLoss",
+                         f"{loss}.BboxLoss.forward", f"{tal}.TaskAlignedAssigner.iou_calculation",
+                         f"{tal}.make_anchors")
+    if out:
+        return out
+    if list(inspect.signature(_get(f"{loss}.BboxLoss.forward")).parameters)[1:8] != _BOX_LOSS_ARGS:
+        out.append(f"BboxLoss.forward({', '.join(_BOX_LOSS_ARGS)}, ...)")
+    if list(inspect.signature(_get(f"{tal}.TaskAlignedAssigner.iou_calculation")).parameters)[1:] != ["gt_bboxes",
+                                                                                                      "pd_bboxes"]:
+        out.append("TaskAlignedAssigner.iou_calculation(gt_bboxes, pd_bboxes)")
+    if "self.iou_calculation(" not in _code(f"{tal}.TaskAlignedAssigner"):
+        out.append("TaskAlignedAssigner computing its overlaps with self.iou_calculation")
+    code = _code(f"{loss}.v8DetectionLoss")
+    if not all(call in code for call in ("self.bbox_loss = BboxLoss(", "self.bbox_loss(", "self.assigner(")):
+        out.append("v8DetectionLoss calling its bbox_loss (a BboxLoss) and assigner attributes")
+    if "self.criterion(" not in _code("ultralytics.nn.tasks.BaseModel.loss"):
+        out.append("BaseModel.loss computing the loss with model.criterion")
+    try:
+        from attention.adapter.loss import anchor_strides
+
+        strides = (8.0, 16.0, 32.0)
+        feats = [torch.zeros(1, 1, 64 // int(s), 96 // int(s)) for s in strides]
+        _, stride_tensor = _get(f"{tal}.make_anchors")(feats, torch.tensor(strides), 0.5)
+        same = torch.equal(stride_tensor.view(-1), anchor_strides(len(stride_tensor), strides))
+    except Exception as e:
+        same = False
+        out.append(f"make_anchors(feats, strides, 0.5) ({type(e).__name__}: {e})")
+    if not same and not out:
+        out.append("make_anchors laying out each level's h * w anchors one level after another")
+    return out
+
+
 @dataclass(frozen=True)
 class Feature:
     """One feature of ours and the ultralytics internals it touches."""
@@ -301,6 +341,20 @@ FEATURES: dict[str, Feature] = {
         ("ultralytics.models.yolo.detect.DetectionValidator._process_batch(preds: dict, batch: dict)",
          "ultralytics.utils.metrics.DetMetrics.update_stats"),
         f"8.3.154 - {NEWEST}", _sliced_val_missing),
+    "nwd_loss": Feature(
+        "NWD box loss and assigner (a model YAML's loss: box: nwd / assigner: true, train --box-loss nwd)",
+        ("ultralytics.utils.loss.v8DetectionLoss, as DetectionModel.init_criterion() builds it: its bbox_loss (a "
+         "BboxLoss, swapped for one that adds NWD) called as (pred_dist, pred_bboxes, anchor_points, target_bboxes, "
+         "target_scores, target_scores_sum, fg_mask) (seen on 8.3.5 - 8.3.253), then imgsz and stride too (seen on "
+         "8.4.0 - 8.4.190), with boxes and anchors in grid units, returning (box, dfl); its assigner (a "
+         "TaskAlignedAssigner) and stride (seen on 8.3.5 - 8.4.190)",
+         "ultralytics.utils.tal.TaskAlignedAssigner.iou_calculation(gt_bboxes, pd_bboxes) on pixel xyxy boxes "
+         "(swapped on the instance for NWD)",
+         "ultralytics.utils.tal.make_anchors: levels one after another, h * w anchors each (each anchor's stride "
+         "follows from the anchor count)",
+         "BaseModel.loss using model.criterion; the trainer's model and ema.ema (validation's val loss) each keep one; "
+         "BaseTrainer.save_model pickling ema.ema, its criterion too (seen on 8.3.5 - 8.4.0; dropped from 8.4.126)"),
+        f"{OLDEST} - {NEWEST}", _nwd_loss_missing),
     "cpu_share": Feature(
         "compare --jobs N on the CPU: each run's threads set to its share of the cores",
         ("ultralytics.utils.NUM_THREADS and torch_utils.NUM_THREADS, what select_device() sets torch's CPU "

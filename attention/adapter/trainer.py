@@ -2,7 +2,8 @@
 
 AttentionTrainer is what every run uses. It trains the model the job built (weights transferred by role,
 blocks wrapped for identity start) instead of rebuilding one from the YAML, and, being importable, it is
-what DDP workers unpickle: that import loads ``attention``, which registers the blocks in the worker.
+what DDP workers unpickle: that import loads ``attention``, which registers the blocks in the worker. At train
+start it gives the model the loss its YAML's ``loss:`` mapping chooses (NWD, attention/adapter/loss.py).
 
 ResumableTrainer adds crash safety where the release has what it needs (compat feature "exact_resume").
 Stock ultralytics falls short in four ways, each fixed here at the smallest point of a trainer subclass:
@@ -40,6 +41,7 @@ from ultralytics.utils.torch_utils import strip_optimizer
 from attention.adapter import compat
 from attention.adapter.checkpoints import (RESUME_KEY, Captured, atomic_write, remove_stale_temps, strip_atomically,
                                            truncate_results)
+from attention.adapter.loss import criterion_detached, use_model_loss
 
 unwrap_model = compat.model_unwrapper()  # the model inside DDP and compile wrappers
 
@@ -62,6 +64,15 @@ class AttentionTrainer(DetectionTrainer):
         if isinstance(weights, nn.Module) and isinstance(cfg, dict) and yaml == cfg and yaml.get("nc") == self.data["nc"]:
             return weights
         return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+
+    def run_callbacks(self, event: str) -> None:
+        if event == "on_train_start":  # model, EMA and args are set up (a resumed run's too): the YAML's loss choice
+            use_model_loss(self)
+        super().run_callbacks(event)
+
+    def save_model(self) -> Any:
+        with criterion_detached(self.ema.ema):  # no loss of ours in a checkpoint (8.3.5 - 8.4.0 pickle it)
+            return super().save_model()
 
 
 def hand_over(trainer: AttentionTrainer, model: nn.Module) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from attention.data.prepare import EMBEDDED_DATA
+from attention.errors import UserError
 
 HELP = "train or fine-tune model YAMLs (several: trained alike and tabulated), or --resume a run"
 
@@ -32,15 +33,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="identity: inserted blocks start as exact identities, so the variant starts equal to --weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=100, help="epochs without improvement before stopping")
+    g = p.add_argument_group("box loss (over the model YAML's loss mapping; docs/losses.md)")
+    g.add_argument("--box-loss", choices=["iou", "nwd"], help="box regression term: iou (ultralytics' CIoU) or nwd "
+                   "(normalized Gaussian Wasserstein distance, for tiny objects)")
+    g.add_argument("--nwd-ratio", type=float, metavar="R", help="share of NWD in the box term, 0-1: "
+                   "(1 - R)·(1 - CIoU) + R·(1 - NWD); default 1 (NWD alone)")
+    g.add_argument("--nwd-c", metavar="PX", help="NWD's constant C in px of the network input, or auto (default): the "
+                   "mean object size of the train split at --imgsz")
+    g.add_argument("--nwd-assigner", action=argparse.BooleanOptionalAction, default=None,
+                   help="NWD instead of CIoU as the overlap in the label assigner")
+
+
+LOSS_FLAGS = {"box_loss": "box", "nwd_ratio": "ratio", "nwd_c": "c", "nwd_assigner": "assigner"}
+
+
+def loss_options(args: argparse.Namespace) -> dict[str, object]:
+    """The loss keys the flags set (a model YAML's loss mapping has the same keys)."""
+    out = {key: getattr(args, flag) for flag, key in LOSS_FLAGS.items() if getattr(args, flag) is not None}
+    if isinstance(out.get("c"), str) and out["c"].lower() != "auto":
+        try:
+            out["c"] = float(out["c"])
+        except ValueError:
+            raise UserError(f"--nwd-c takes a number of pixels or auto, got {out['c']!r}") from None
+    return out
 
 
 def run(args: argparse.Namespace) -> object:
     from attention.evaluation.runs import train_several
     from attention.training.job import resume, train
 
-    opts = {k: v for k, v in vars(args).items() if k not in ("cfg", "resume")}
+    opts = {k: v for k, v in vars(args).items() if k not in ("cfg", "resume", *LOSS_FLAGS)}
+    loss = loss_options(args)
     if args.resume:
+        if loss:
+            raise UserError("--resume carries a run on with the loss it was trained with; drop --box-loss / --nwd-*")
         return resume(args.resume, project=args.project)
+    opts["loss"] = loss or None
     opts["weights"] = opts["weights"] or None
     opts["hyp"] = opts["hyp"] or None
     if args.cfg and len(args.cfg) > 1:

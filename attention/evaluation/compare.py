@@ -56,6 +56,7 @@ from attention.evaluation.sequential import Plan
 from attention.evaluation.stats import DEFAULT_MARGIN
 from attention.evaluation.summary import closing_line, how_to_read, plan_seeds, summarize
 from attention.evaluation.tables import format_table, write_table
+from attention.losses.choice import LossChoice
 from attention.training import variants
 from attention.training.build import build
 from attention.training.job import load_hyp
@@ -185,7 +186,8 @@ def _check_inputs(exp: Experiment, cfgs: list[str]) -> tuple[str, list[Path], li
             continue  # built and trained here before
         try:
             with torch.no_grad():
-                build(cfg)  # the YAML's own class count: the check is of the blocks and shapes, quietly
+                model = build(cfg)  # the YAML's own class count: the check is of the blocks and shapes, quietly
+            LossChoice.from_yaml(model.yaml.get("loss"), where=f"--cfg {cfg}")  # a loss: mapping's values too
         except UserError:
             raise
         except Exception as e:  # a YAML the parser cannot build: the user's to fix, in one line

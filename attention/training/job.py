@@ -13,6 +13,7 @@ from attention import cfg as shipped
 from attention.adapter.api import YOLO, DetectionModel
 from attention.adapter.scan import quiet_about
 from attention.adapter.checkpoints import check_resumable
+from attention.adapter.loss import nwd_available
 from attention.adapter.trainer import hand_over, trainer_class
 from attention.adapter.validator import box_metrics
 from attention.adapter.weights import load, resolve_weights
@@ -22,6 +23,7 @@ from attention.data.prepare import EMBEDDED_DATA, prepare_data
 from attention.errors import MissingFileError, UserError
 from attention.training import variants
 from attention.training.build import starting_model
+from attention.training.loss import chosen_loss, write_record
 
 DEFAULT_MODEL = "yolov5n.yaml"
 
@@ -99,11 +101,13 @@ def train(
     attn_init: str = "paper",
     seed: int = 0,
     patience: int = 100,
+    loss: dict[str, Any] | None = None,
 ) -> Trained:
     """Train one model YAML (or fine-tune the checkpoint `weights` alone) and return the finished run.
 
     With both cfg and weights, the variant is built and the base's weights are moved in by role
     (transfer.txt in the run folder). The same arguments give the same run: see attention.training.build.
+    loss: keys of a model YAML's loss mapping (box, ratio, c, assigner) set over the YAML's (attention.losses).
     """
     weights = resolve_weights(weights) if weights else None
     model_name = variants.model_yaml(cfg) if cfg else None if weights else DEFAULT_MODEL  # or a spec: yolov5s+SE@sppf
@@ -113,6 +117,13 @@ def train(
     model, report = starting_model(model_name, weights, nc, seed, attn_init)
     if report is not None:
         print(report.summary())
+    stride = int(max(model.stride))  # ultralytics rounds imgsz up to a multiple of it (check_imgsz)
+    chosen = chosen_loss(model.yaml, loss, model_name or weights, data_yaml, -(-imgsz // stride) * stride)
+    if chosen is not None and chosen[0].uses_nwd and not nwd_available():
+        chosen = None  # this release lacks what NWD needs (compat warned once): ultralytics' own loss, as recorded
+    if chosen is not None:  # the model's YAML carries it (C resolved) into checkpoints, so a resume keeps it
+        model.yaml["loss"] = chosen[0].to_yaml()
+        print("; ".join(filter(None, (chosen[0].describe(), chosen[1]))))
     settings |= {"model": model_name or weights, "data": data_yaml, "epochs": epochs, "batch": batch_size,
                  "imgsz": imgsz, "device": device, "workers": workers, "seed": seed, "deterministic": True,
                  "patience": patience, "freeze": freeze_layers(freeze, model.yaml),
@@ -121,11 +132,14 @@ def train(
     trainer = trainer_class()(overrides=settings)  # picks (and creates) the run folder
     trainer.model = model  # trained as built: ultralytics would rebuild it from the YAML and copy weights by key
     variants.keep(model_name, trainer)  # a spec's generated YAML into the run folder, as the run's model
-    if len(str(device or "").split(",")) > 1 and (report is not None or attn_init != "paper" or cfg is None):
+    if len(str(device or "").split(",")) > 1 and (report is not None or attn_init != "paper" or cfg is None
+                                                   or chosen is not None):
         hand_over(trainer, model)  # several GPUs: each worker process starts from this model, not from the YAML
     audit.write(trainer.save_dir)
     if report is not None:
         report.write(trainer.save_dir)
+    if chosen is not None:
+        write_record(trainer.save_dir, *chosen)
     with quiet_about(audit.problem_images()):
         trainer.train()
     return _finished(trainer)

@@ -40,6 +40,7 @@ from attention.adapter.model_files import read_model_yaml, scale_in_name
 from attention.adapter.parser import how_to_write
 from attention.blocks.registry import available, spec
 from attention.errors import UserError
+from attention.losses.choice import LossChoice
 
 ROLES = ("backbone", "sppf", "neck", "c3")
 SPP = ("SPPF", "SPP")
@@ -367,6 +368,10 @@ def _generate(v: Variant, text: str) -> tuple[dict, list[str]]:
     if v.loss is not None:
         if "loss" in d:
             raise _fail(text, f"the base {Path(v.base).name} sets a loss already ({d['loss']}); drop +{v.loss}")
+        try:  # the values checked by the loss's own validator, its line prefixed with the spec
+            LossChoice.from_yaml(v.loss.mapping(), where=f"+{v.loss}")
+        except UserError as e:
+            raise _fail(text, str(e)) from None
         model["loss"] = v.loss.mapping()
     model["scale"], model["yaml_file"] = d.get("scale") or "", f"{v.name}.yaml"
     if scale_in_name(model["yaml_file"]) != model["scale"]:
