@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def test_every_base_tensor_reaches_its_counterpart(base, block):
     report = transfer(base, variant)
     assert report.loaded == report.base_tensors == len(base.state_dict())  # 100% of the base
     assert report.new == [24, 25, 26] and report.unused == []
+    assert report.layers[27].new_branches == [] and "new: left" not in report.summary().splitlines()[-1]
     for b, t in [*((i, i) for i in range(24)), (24, 27)]:  # neck unchanged, Detect moved from 24 to 27
         for name, value in tensors(base, b).items():
             assert torch.equal(variant.model[t].state_dict()[name], value), (b, t, name)
@@ -178,3 +180,34 @@ def test_identity_start_needs_weights(tmp_path):
                           env={**os.environ, "YOLO_OFFLINE": "1"}, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "train.py: error: --attn-init identity makes a variant start as its base: it needs --weights"
+
+
+STOCK_PREDICT = """
+import json, sys
+from ultralytics import YOLO
+result = YOLO(sys.argv[1]).predict(sys.argv[2], imgsz=160, conf=0.0, verbose=False)[0]
+print(json.dumps({"plugin": sorted(m for m in sys.modules if m.split(".")[0] == "attention"), "boxes": len(result.boxes)}))
+"""
+
+
+@pytest.mark.slow  # a P2 training run (about 20 s on 2 cores); tests/test_p2.py checks the same fast, untrained
+def test_train_cli_p2_uses_every_base_tensor_and_its_checkpoint_needs_no_plugin(base_ckpt, tiny_data, tmp_path):
+    # A P2 variant fine-tuned from a 3-class yolov5n: its transfer report shows every base tensor used (the P3-P5
+    # Detect branches included), and the trained checkpoint loads and predicts in ultralytics alone.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--cfg", "yolov5n-p2.yaml", "--weights", base_ckpt, "--data",
+         tiny_data, "--attn-init", "identity", "--epochs", "1", "--img", "160", "--batch-size", "8", "--workers", "0"],
+        cwd=tmp_path, env={**os.environ, "YOLO_OFFLINE": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "train" / "exp"
+    n = len(torch.load(base_ckpt, weights_only=False)["model"].state_dict())
+    report = (run / "transfer.txt").read_text()
+    assert f"({n}/{n} of the base's tensors used)" in report and "shape differs" not in report
+    detect = next(line.split() for line in report.splitlines() if line.split()[:3] == ["28", "Detect", "24"])
+    assert detect[3].split("/")[0] == str(len(torch.load(base_ckpt, weights_only=False)["model"].model[24].state_dict()))
+    image = sorted((Path(yaml.safe_load(tiny_data.read_text())["path"]) / "images" / "val").glob("*.jpg"))[0]
+    proc = subprocess.run([sys.executable, "-c", STOCK_PREDICT, str(run / "weights" / "last.pt"), str(image)],
+                          cwd=tmp_path, env={**os.environ, "YOLO_OFFLINE": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["plugin"] == [] and seen["boxes"] > 0

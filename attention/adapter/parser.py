@@ -16,6 +16,9 @@ Each of our modules is then built with what its probes show (``_build``) and tak
 ``i``, ``f`` (a multi-input row's whole list), ``type`` and ``np``; the probes are dropped, ``save`` lists the
 layers later rows read, and DetectionModel's stride pass runs through our modules. compat's "parser" feature
 parses a small model to check that the installed release builds stand-ins and probes like this.
+
+A model dict's ``detect_widths_from: k`` (the P2 configs) then resizes the head's branches on inputs k onwards
+(attention.adapter.heads), before DetectionModel computes strides and initialises biases.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import nn
 from ultralytics.nn import tasks
 from ultralytics.utils import LOGGER
 
-from attention.adapter import compat
+from attention.adapter import compat, heads
 from attention.blocks.registry import AttentionConfigError, Spec, is_registered, registered, spec
 from attention.errors import UserError
 
@@ -197,6 +200,7 @@ class _Held(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.records: list[logging.LogRecord] = []
+        self.params: dict[int, int] = {}  # row -> its parameter count, where changed after the parser built it
 
     def filter(self, record: logging.LogRecord) -> bool:
         self.records.append(record)
@@ -213,12 +217,16 @@ class _Held(logging.Filter):
                 if not ours[row]:
                     continue  # an error stopped us before this row was built
                 record.msg, record.args = ours[row], ()
+            elif row in self.params:  # the parameter count: columns 26-35 of ultralytics' summary line
+                text = record.getMessage()
+                record.msg, record.args = f"{text[:26]}{self.params[row]:10.0f}{text[36:]}", ()
             LOGGER.handle(record)
 
 
 def _parse(original: Callable, d: dict, ch: int, verbose: bool) -> tuple[nn.Sequential, list[int]]:
     stand_in, ours = _stand_ins(d)
-    if not ours:
+    widths = heads.widths_from(d)  # the head's later levels as wide as a base's (P2 configs); None: as parsed
+    if not ours and widths is None:
         return original(stand_in, ch, verbose)
     n_rows = len(d.get("backbone") or []) + len(d.get("head") or [])
     held, lines = _Held(), {r.i: "" for r in ours}
@@ -231,6 +239,8 @@ def _parse(original: Callable, d: dict, ch: int, verbose: bool) -> tuple[nn.Sequ
         for r in ours:
             module, n = _swap(layers, r, ch)
             lines[r.i] = f"{r.i:>3}{r.f!s:>20}{n:>3}{module.np:10.0f}  {module.type:<45}{r.args!s:<30}"  # its columns
+        if widths is not None:
+            held.params[n_rows - 1] = heads.resize(layers[n_rows - 1], widths, _where(d, n_rows - 1))
     finally:
         held.replay(n_rows, lines)
     layers = layers[:n_rows]

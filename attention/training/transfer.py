@@ -35,6 +35,7 @@ class LayerTransfer:
     loaded: int
     total: int
     skipped: list[str] = field(default_factory=list)  # tensors whose shapes differ from the base's
+    new_branches: list[int] = field(default_factory=list)  # a head's inputs with no base counterpart (P2 added)
 
 
 @dataclass
@@ -68,6 +69,9 @@ class TransferReport:
             src = "new" if t.base is None else str(t.base)
             more = f" and {len(t.skipped) - 3} more" if len(t.skipped) > 3 else ""
             note = f"shape differs: {', '.join(t.skipped[:3])}{more}" if t.skipped else ""
+            if t.new_branches:
+                fresh = f"branches on input{'s' if len(t.new_branches) > 1 else ''} {', '.join(map(str, t.new_branches))}"
+                note = "; ".join(filter(None, [note, f"{fresh} new: left as initialised"]))
             if t.base is None and t.total:
                 note = "new: left as initialised"
             lines.append(f"{t.index:>5} {t.type:<12} {src:>9} {t.loaded:>4}/{t.total:<4}  {note}".rstrip())
@@ -195,10 +199,13 @@ def transfer(weights: Any, target: nn.Module) -> TransferReport:
     for t, layer in enumerate(target_layers):
         dst = layer.state_dict()
         b = mapping.get(t)
-        loaded, skipped = 0, []
+        loaded, skipped, fresh = 0, [], []
         if b is not None:
             src = _state(base_layers[b])
             renames = _branch_names(base_layers, target_layers, b, t, to_base) if _branches(layer) else {}
+            if renames:
+                attr = _branches(layer)[0]
+                fresh = [k for k in range(len(getattr(unwrap(layer), attr))) if f"{attr}.{k}." not in renames]
             gates = _gates(layer)
             for name in dst:
                 key = plain_name(name, gates)
@@ -212,7 +219,7 @@ def transfer(weights: Any, target: nn.Module) -> TransferReport:
                 elif key in src:
                     skipped.append(name)
             layer.load_state_dict(dst)
-        layers.append(LayerTransfer(t, type(unwrap(layer)).__name__, b, loaded, len(dst), skipped))
+        layers.append(LayerTransfer(t, type(unwrap(layer)).__name__, b, loaded, len(dst), skipped, fresh))
     unused = [b for b in range(len(base_layers)) if b not in mapping.values() and base_layers[b].state_dict()]
     base_tensors = sum(len(m.state_dict()) for m in base_layers)
     return TransferReport(source, layers, unused, base_tensors)
