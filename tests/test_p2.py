@@ -347,8 +347,8 @@ def test_seeded_p2_builds_are_equal_even_the_first_in_a_process():
     # the run's seeded generator, or a run's first model would differ from the same command's later ones.
     from attention.adapter import heads
 
-    heads.missing.cache_clear()
-    heads.enabled.cache_clear()
+    compat.missing.cache_clear()
+    compat.enabled.cache_clear()
     first, again = run_model("yolov5-p2").state_dict(), run_model("yolov5-p2").state_dict()
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
 
@@ -356,20 +356,22 @@ def test_seeded_p2_builds_are_equal_even_the_first_in_a_process():
 def test_a_release_whose_detect_differs_switches_detect_widths_off_with_one_warning(monkeypatch):
     from ultralytics.utils import LOGGER
 
-    from attention.adapter import heads
+    from attention.adapter import compat, heads
 
     lines = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
-    monkeypatch.setattr(heads, "missing", lambda: heads.RELIES_ON)  # as if Detect had moved its branches
-    heads.enabled.cache_clear()
+    monkeypatch.setattr(heads, "probe", lambda: list(heads.RELIES_ON))  # as if Detect had moved its branches
+    compat.missing.cache_clear()
+    compat.enabled.cache_clear()
     LOGGER.addHandler(handler)
     try:
         models = [run_model("yolov5-p2") for _ in range(2)]
     finally:
         LOGGER.removeHandler(handler)
-        heads.enabled.cache_clear()
-    warned = [line for line in lines if "detect_widths_from switched off: ultralytics " in line]
-    assert len(warned) == 1 and "transfer report shows which" in warned[0]
+        compat.missing.cache_clear()
+        compat.enabled.cache_clear()
+    warned = [line for line in lines if "P2 variants whose P3-P5 Detect branches" in line]
+    assert len(warned) == 1 and "is switched off: ultralytics " in warned[0]
     p2 = int(128 * WIDTH["n"])  # the heads are as the parser built them: every level sized from P2
     assert [seq[-1].in_channels for seq in models[0].model[-1].cv3] == [class_width(p2, NC)] * 4

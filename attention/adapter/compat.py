@@ -284,6 +284,13 @@ def _nwd_loss_missing() -> list[str]:
     return out
 
 
+def _detect_widths_missing() -> list[str]:
+    """detect_widths_from (the P2 configs): checked by building a two-level Detect and resizing its second level."""
+    from attention.adapter.heads import probe
+
+    return probe()
+
+
 @dataclass(frozen=True)
 class Feature:
     """One feature of ours and the ultralytics internals it touches."""
@@ -355,6 +362,12 @@ FEATURES: dict[str, Feature] = {
          "BaseModel.loss using model.criterion; the trainer's model and ema.ema (validation's val loss) each keep one; "
          "BaseTrainer.save_model pickling ema.ema, its criterion too (seen on 8.3.5 - 8.4.0; dropped from 8.4.126)"),
         f"{OLDEST} - {NEWEST}", _nwd_loss_missing),
+    "detect_widths": Feature(
+        "P2 variants whose P3-P5 Detect branches are as wide as the base's (detect_widths_from in a model YAML)",
+        ("ultralytics.nn.modules.Detect(nc=..., ch=...[, reg_max, end2end]): cv2 and cv3, nn.ModuleLists with one "
+         "branch per input, each cv2 branch opening with a Conv (.conv) on its input, each cv3 branch ending in an "
+         "nn.Conv2d from the class width to nc (checked by building a two-level Detect)",),
+        f"{OLDEST} - {NEWEST}", _detect_widths_missing),
     "cpu_share": Feature(
         "compare --jobs N on the CPU: each run's threads set to its share of the cores",
         ("ultralytics.utils.NUM_THREADS and torch_utils.NUM_THREADS, what select_device() sets torch's CPU "

@@ -16,24 +16,20 @@ loads, predicts and exports without the plugin; building the YAML needs the plug
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
 import torch
 from torch import nn
-from ultralytics import __version__ as VERSION
 from ultralytics.nn.modules import Detect
-from ultralytics.utils import LOGGER
 
+from attention.adapter import compat
 from attention.blocks.registry import AttentionConfigError
 
 KEY = "detect_widths_from"
 BRANCHES = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")  # box and class branches, one entry per level
-# What this relies on beyond Detect's public constructor (a compat.py feature once merged there: "detect_widths").
-RELIES_ON = ("ultralytics.nn.modules.Detect(nc=..., ch=...[, reg_max, end2end]): cv2 and cv3, nn.ModuleLists with "
-             "one branch per input, each cv2 branch opening with a Conv (.conv) on its input, each cv3 branch ending "
-             "in an nn.Conv2d from the class width to nc (checked by building a two-level Detect)",)
+# What this relies on beyond Detect's public constructor (compat.py's feature "detect_widths").
+RELIES_ON = ("ultralytics' Detect with its cv2/cv3 branch lists as compat's feature detect_widths describes",)
 
 
 def widths_from(d: dict) -> int | None:
@@ -63,9 +59,10 @@ def _detect_on(detect: Detect, ch: list[int]) -> Detect:
     return Detect(**kwargs)
 
 
-@functools.lru_cache(maxsize=None)
-def missing() -> tuple[str, ...]:
-    """What this release's Detect lacks for detect_widths_from (empty: it works), tried on a two-level Detect."""
+def probe() -> list[str]:
+    """What this release's Detect lacks for detect_widths_from (empty: it works), tried on a two-level Detect.
+
+    compat's feature "detect_widths" calls it once per process (attention.adapter.compat)."""
     try:
         with torch.random.fork_rng(devices=[]):  # the first build of a seeded run draws what every later one draws
             head = Detect(nc=1, ch=(16, 32))
@@ -73,17 +70,7 @@ def missing() -> tuple[str, ...]:
         ok = _inputs(head) == [16, 32] and [b[-1].in_channels for b in head.cv3] == [16, 32]
     except (AttributeError, IndexError, TypeError):
         ok = False
-    return () if ok else RELIES_ON
-
-
-@functools.lru_cache(maxsize=None)
-def enabled() -> bool:
-    """True if detect_widths_from works on this release; else one warning, and heads stay as the parser built them."""
-    if missing():
-        LOGGER.warning(f"{KEY} switched off: ultralytics {VERSION} differs from what it needs ({'; '.join(missing())}). "
-                       "Detect heads keep the widths ultralytics gives them, so a base's Detect branches may not fit "
-                       "a P2 variant (its transfer report shows which)")
-    return not missing()
+    return [] if ok else list(RELIES_ON)
 
 
 def _resize(head: Detect, k: int) -> None:
@@ -101,7 +88,7 @@ def resize(head: nn.Module, k: int, where: str) -> int:
     if not k < head.nl:
         raise AttentionConfigError(f"{where}: {KEY} is {k}, but Detect has {head.nl} inputs (0 to {head.nl - 1}); "
                                    f"it names the first input whose branches take that input's own width")
-    if enabled():
+    if compat.enabled("detect_widths"):  # else one warning; the head stays as the parser built it
         _resize(head, k)
         head.np = sum(p.numel() for p in head.parameters())
     return head.np
