@@ -345,7 +345,7 @@ def test_detect_widths_from_refuses_what_it_cannot_do(write_yaml, value, says):
 def test_seeded_p2_builds_are_equal_even_the_first_in_a_process():
     # The release check behind detect_widths_from builds a small Detect once per process; it must not draw from
     # the run's seeded generator, or a run's first model would differ from the same command's later ones.
-    from attention.adapter import heads
+    from attention.adapter import compat
 
     compat.missing.cache_clear()
     compat.enabled.cache_clear()
