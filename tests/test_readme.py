@@ -56,3 +56,11 @@ def test_a_module_that_cannot_be_imported_is_one_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err == ("yolov5-attention: error: --modules / $ATTENTION_MODULES: cannot import "
                                          "'not_my_modules' (No module named 'not_my_modules')")
+
+
+def test_the_readme_stays_short_and_its_links_resolve():
+    # The README is for a newcomer: at most 450 lines, detail in docs/; every relative link must reach a file.
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 450
+    links = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert links and all((REPO / link).exists() for link in links), [l for l in links if not (REPO / l).exists()]
