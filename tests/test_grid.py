@@ -230,7 +230,8 @@ def test_a_score_file_names_what_it_was_scored_with(tmp_path):
 def test_latency_is_measured_again_on_another_device_or_host(tmp_path, monkeypatch):
     measured = []
     monkeypatch.setattr(comparing, "YOLO", lambda path: path)
-    monkeypatch.setattr(comparing, "ms_per_image", lambda model, images, mode, device: measured.append(device) or 7.0)
+    monkeypatch.setattr(comparing, "ms_per_image",
+                        lambda models, images, mode, device: measured.append(device) or [7.0] * len(models))
     (tmp_path / "v" / "seed0" / "weights").mkdir(parents=True)
     (tmp_path / "v" / "seed0" / "weights" / "best.pt").write_bytes(b"")
     (tmp_path / "v" / "latency.json").write_text(json.dumps({"full:64": 99.0}))  # an earlier release: unkeyed
@@ -246,6 +247,51 @@ def test_latency_is_measured_again_on_another_device_or_host(tmp_path, monkeypat
     assert measured == ["cpu", "0", "cpu"]
     keys = json.loads((tmp_path / "v" / "latency.json").read_text())
     assert len(keys) == 3 and all(k.startswith((HOST, "another-host")) for k in keys)
+
+
+def test_the_variants_of_a_mode_are_timed_side_by_side_and_again_together(tmp_path, monkeypatch):
+    # A variant new to a finished comparison is not timed alone against figures from another hour: all are again.
+    calls = []
+    monkeypatch.setattr(comparing, "YOLO", lambda path: Path(path).parts[-4])
+    monkeypatch.setattr(comparing, "ms_per_image",
+                        lambda models, images, mode, device: calls.append(list(models)) or [10.0 + len(calls)] * len(models))
+    for v in ("a", "b"):
+        (tmp_path / v / "seed0" / "weights").mkdir(parents=True)
+        (tmp_path / v / "seed0" / "weights" / "best.pt").write_bytes(b"")
+    mode = ("full", 64)
+    assert comparing._latencies(tmp_path, ["a", "b"], [mode], [], device="cpu") == {("a", mode): 11.0, ("b", mode): 11.0}
+    assert calls == [["a", "b"]]
+    (tmp_path / "c" / "seed0" / "weights").mkdir(parents=True)
+    (tmp_path / "c" / "seed0" / "weights" / "best.pt").write_bytes(b"")
+    again = comparing._latencies(tmp_path, ["a", "b", "c"], [mode], [], device="cpu")
+    assert calls == [["a", "b"], ["a", "b", "c"]] and set(again.values()) == {12.0}
+
+
+def test_ms_per_image_rotates_the_order_and_takes_each_models_median(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from attention.evaluation import latency
+
+    images = []
+    for i in range(5):
+        images.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(images[-1]), np.zeros((8, 8, 3), np.uint8))
+    order, now = [], [0.0]
+    cost = {"a": 0.001, "b": 0.002, "c": 0.005}  # seconds per image, on a fake clock
+
+    class Model:
+        def __init__(self, name):
+            self.name = name
+
+        def predict(self, img, **kw):
+            order.append(self.name)
+            now[0] += cost[self.name] + (0.5 if len(order) == 1 else 0.0)  # the first call is slow: the warm-up
+
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: now[0])
+    ms = latency.ms_per_image([Model("a"), Model("b"), Model("c")], images, ("full", 64), limit=4)
+    assert order[:3] == ["a", "b", "c"] and order[3:6] == ["b", "c", "a"] and order[6:9] == ["c", "a", "b"]
+    assert len(order) == 15 and ms == pytest.approx([1.0, 2.0, 5.0])  # the warm-up image is not counted
 
 
 # --- every option checked before the first run ----------------------------------------------------------------

@@ -330,20 +330,27 @@ def measured_on(device: str | None) -> str:
 
 def _latencies(root: Path, variants: list[str], modes: list[Mode], images: list[Path],
                device: str | None = None) -> dict[tuple[str, Mode], float]:
-    """Median ms per val image of every variant and mode (conf 0.25, as deployed), each measured once per machine
-    and device and kept in <variant>/latency.json under measured_on(); NaN for a variant without a finished run."""
-    out, where = {}, measured_on(device)
+    """Median ms per val image of every variant and mode (conf 0.25, as deployed), kept in <variant>/latency.json
+    under measured_on(); NaN for a variant without a finished run. The variants of a mode are timed side by side,
+    so when one lacks a figure for this machine and device, all of that mode are measured again together."""
+    where = measured_on(device)
+    known, weights = {}, {}
     for variant in variants:
         file = root / variant / "latency.json"
-        known = json.loads(file.read_text()) if file.is_file() else {}
-        known = {k: v for k, v in known.items() if isinstance(v, dict)}  # an earlier release's unkeyed figures: gone
-        mine = known.setdefault(where, {})
-        weights = sorted((root / variant).glob("seed*/weights/best.pt"))
-        for mode in modes:
-            key = mode_key(mode)
-            if key not in mine and weights:
-                mine[key] = ms_per_image(YOLO(str(weights[0])), images, mode, device)
-                print(f"{variant}, {mode[0]} {mode[1]}: {mine[key]:.1f} ms per image ({where})")
-                file.write_text(json.dumps(known, indent=1))
-            out[(variant, mode)] = mine.get(key, math.nan)
-    return out
+        found = json.loads(file.read_text()) if file.is_file() else {}
+        known[variant] = {k: v for k, v in found.items() if isinstance(v, dict)}  # an earlier release's: gone
+        known[variant].setdefault(where, {})
+        best = sorted((root / variant).glob("seed*/weights/best.pt"))
+        if best:
+            weights[variant] = best[0]
+    for mode in modes:
+        key = mode_key(mode)
+        if any(key not in known[v][where] for v in weights):
+            names = list(weights)
+            figures = ms_per_image([YOLO(str(weights[v])) for v in names], images, mode, device)
+            for v, ms in zip(names, figures):
+                known[v][where][key] = ms
+                print(f"{v}, {mode[0]} {mode[1]}: {ms:.1f} ms per image ({where}; side by side with "
+                      f"{len(names) - 1} other variant(s))")
+                (root / v / "latency.json").write_text(json.dumps(known[v], indent=1))
+    return {(v, mode): known[v][where].get(mode_key(mode), math.nan) for v in variants for mode in modes}

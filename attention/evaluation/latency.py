@@ -26,11 +26,13 @@ def latency_ms(models: Sequence[torch.nn.Module], imgsz: int, device: torch.devi
     return [statistics.median(t) for t in times]
 
 
-def ms_per_image(model, images: Sequence, mode: tuple[str, int], device: str | None = None, conf: float = 0.25,
-                 limit: int = 10) -> float:
-    """Median milliseconds to detect on one image, end to end (read excluded), the whole image at a size or sliced.
+def ms_per_image(models: Sequence, images: Sequence, mode: tuple[str, int], device: str | None = None,
+                 conf: float = 0.25, limit: int = 10) -> list[float]:
+    """Median milliseconds to detect on one image, end to end (read excluded), for each model side by side.
 
-    The first image warms up and is not counted; at most `limit` images are timed.
+    The whole image at a size, or sliced into tiles of that size. Every model detects on the same images: each is
+    warmed up on the first, then each of the next `limit` images is given to every model in an order that rotates
+    from image to image, so a slow spell of the machine falls on all of them alike.
     """
     import cv2
 
@@ -38,14 +40,16 @@ def ms_per_image(model, images: Sequence, mode: tuple[str, int], device: str | N
     if kind == "sliced":
         from attention.inference.slicing import SlicedPredictor
 
-        sliced = SlicedPredictor(model, slice_size=size, overlap=0.2, conf=conf, device=device)
-        run = sliced
+        runs = [SlicedPredictor(m, slice_size=size, overlap=0.2, conf=conf, device=device) for m in models]
     else:
-        run = lambda img: model.predict(img, imgsz=size, conf=conf, device=device, verbose=False)  # noqa: E731
-    times = []
-    for path in list(images)[: limit + 1]:
+        runs = [lambda img, m=m: m.predict(img, imgsz=size, conf=conf, device=device, verbose=False) for m in models]
+    paths = list(images)[: limit + 1]
+    times: list[list[float]] = [[] for _ in runs]
+    for i, path in enumerate(paths):
         img = cv2.imread(str(path))
-        t = time.perf_counter()
-        run(img)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times[1:] or times)
+        for j in range(len(runs)):
+            k = (i + j) % len(runs)
+            t = time.perf_counter()
+            runs[k](img)
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return [statistics.median(ts[1:] or ts) for ts in times]
