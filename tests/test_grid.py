@@ -91,8 +91,19 @@ def test_a_lock_whose_holder_is_gone_is_taken_over_with_a_warning(tmp_path, caps
         RunLock(busy_node, owner="this compare").acquire()
 
 
-def test_a_run_sent_again_by_its_comparison_takes_its_folder_and_the_earlier_attempt_stops(tmp_path):
+@pytest.mark.parametrize("sigint", ["python's handler", "ignored, as in a --jobs child"])
+def test_a_run_sent_again_by_its_comparison_takes_its_folder_and_the_earlier_attempt_stops(tmp_path, sigint):
     # Ray retries a task whose node it lost; if that node was only cut off, its attempt must stop writing.
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler if sigint.startswith("python") else signal.SIG_IGN)
+    try:
+        the_earlier_attempt_stops(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def the_earlier_attempt_stops(tmp_path):
     run = tmp_path / "v" / "seed0"
     first = RunLock(run, owner="compare 1", heartbeat=0.05)
     with pytest.raises(KeyboardInterrupt):

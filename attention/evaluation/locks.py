@@ -18,8 +18,10 @@ complete file, which is atomic on local filesystems and on NFS, so a reader neve
 from __future__ import annotations
 
 import _thread
+import ctypes
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -207,5 +209,19 @@ class RunLock:
             if not self.check():
                 with self._mutex:
                     if not self._done.is_set():
-                        _thread.interrupt_main()  # the run stops in its main thread; execute() says why
+                        interrupt_main()  # the run stops in its main thread; execute() says why
                 return
+
+
+def interrupt_main() -> None:
+    """Raise KeyboardInterrupt in the main thread, from another thread.
+
+    _thread.interrupt_main goes through the SIGINT handler, and a --jobs child ignores SIGINT (Ctrl-C is the
+    driver's to handle), so there, and under any handler of someone else's, the exception is set on the main thread
+    directly; it is raised at the thread's next Python instruction.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        _thread.interrupt_main()
+    else:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.main_thread().ident),
+                                                   ctypes.py_object(KeyboardInterrupt))
