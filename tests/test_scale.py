@@ -157,7 +157,10 @@ from attention.evaluation.progress import GridProgress
 from attention.evaluation.scored_run import RunSpec, Scoring, TrainSettings
 from attention.evaluation.workers import stop_on_sigterm
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # (spawned children import this file too: they must keep SIGINT ignored)
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts a foreground command
     root, jobs, device, runs = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     train = TrainSettings(data="d.yaml", epochs=1, imgsz=64, batch_size=8, workers=0)
     scoring = Scoring("coco", 300)

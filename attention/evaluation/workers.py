@@ -75,12 +75,13 @@ def _born_into(slot: Slot) -> Iterator[None]:
     env = slot_environment(slot)
     saved = {name: os.environ.get(name) for name in env}
     affinity = os.sched_getaffinity(0) if slot.cores and hasattr(os, "sched_setaffinity") else None
-    main = threading.current_thread() is threading.main_thread()
-    sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # an ignored signal stays so after exec
-    os.environ.update(env)
-    if affinity is not None:
-        os.sched_setaffinity(0, slot.cores)
-    try:
+    sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    try:  # everything inside: whatever fails, this process gets its own SIGINT, environment and cores back
+        if sigint is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays so after exec
+        os.environ.update(env)
+        if affinity is not None:
+            os.sched_setaffinity(0, slot.cores)
         yield
     finally:
         if affinity is not None:
@@ -90,7 +91,7 @@ def _born_into(slot: Slot) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        if main:
+        if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
 
 
